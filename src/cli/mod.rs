@@ -1,0 +1,194 @@
+//! Command-line interface: argument definitions and one module per subcommand.
+
+mod fit;
+mod predict;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::prep::ScaleMethod;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lakemeans",
+    version,
+    about = "k-means clustering for Parquet feature tables, on the GPU or the CPU",
+    long_about = "k-means clustering for Parquet feature tables, on the GPU or the CPU.\n\n\
+        Reads one or more Parquet files (or directories of them), clusters the rows, and writes \
+        per-row assignments, centroids and a reusable model. The same input, parameters and \
+        seed give byte-identical outputs whatever the thread count.",
+    after_help = "Exit status: 0 on success, 2 for bad usage or bad input, 1 for an internal failure."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Cluster a table and write assignments, centroids and a model.
+    Fit(FitArgs),
+    /// Assign rows of a table to the clusters of a saved model.
+    Predict(PredictArgs),
+    /// Write a synthetic audience (Gaussian mixture with known labels) to Parquet.
+    Gen(GenArgs),
+}
+
+/// Options shared by every command that runs k-means passes.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where the passes over the data run: a GPU when one exists (auto), or the one named.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// GPU adapter to use: a case-insensitive part of its name (see `lakemeans devices`).
+    #[arg(long, value_name = "NAME")]
+    pub adapter: Option<String>,
+    /// Worker threads for the CPU [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print one JSON object with the results and timings on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// Parquet files or directories (every *.parquet below, in sorted path order).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Number of clusters.
+    #[arg(long, short)]
+    pub k: usize,
+    /// Feature columns [default: every numeric column except --id, --weight and --exclude ones]
+    #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
+    pub features: Option<Vec<String>>,
+    /// Columns left out of the default feature set.
+    #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
+    pub exclude: Vec<String>,
+    /// Column carried through unchanged to the assignments (repeatable).
+    #[arg(long = "id", value_name = "COL")]
+    pub ids: Vec<String>,
+    /// Column of non-negative sample weights, used in init, update and inertia.
+    #[arg(long, value_name = "COL")]
+    pub weight: Option<String>,
+    /// Feature scaling before clustering; centroids are always reported in input units.
+    #[arg(long, value_enum, default_value_t = ScaleMethod::Standard)]
+    pub scale: ScaleMethod,
+    /// k-means++, random, or a Parquet file of k centroids (columns named like the features,
+    /// in input units).
+    #[arg(
+        long,
+        default_value = "k-means++",
+        value_name = "k-means++|random|PATH"
+    )]
+    pub init: String,
+    /// Runs from different seeds; the one with the lowest inertia is kept.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub n_init: usize,
+    /// Lloyd iterations per run at most.
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub max_iter: usize,
+    /// Stop when the squared centroid shift is below T times the mean feature variance;
+    /// 0 runs to --max-iter unless no label changes.
+    #[arg(long, default_value_t = 1e-4, value_name = "T")]
+    pub tol: f64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Skip rows with a null, NaN or infinite feature or weight (and report how many).
+    #[arg(long)]
+    pub drop_invalid: bool,
+    /// Assignments: the --id columns, `cluster` (int32) and `distance` (float32, squared, in
+    /// clustered space), one row per kept input row, in input order.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Centroids: `cluster`, `size`, `weight`, then one float64 column per feature in input units.
+    #[arg(long, value_name = "PATH")]
+    pub centroids: Option<PathBuf>,
+    /// JSON model with everything `predict` needs.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Parquet files or directories.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// A model written by `lakemeans fit --model`.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// Assignments, as for `fit --output`.
+    #[arg(long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Column carried through unchanged to the assignments (repeatable).
+    #[arg(long = "id", value_name = "COL")]
+    pub ids: Vec<String>,
+    /// Skip rows with a null, NaN or infinite feature (and report how many).
+    #[arg(long)]
+    pub drop_invalid: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    #[arg(long, value_name = "N")]
+    pub rows: usize,
+    /// Feature columns f0..f{D-1}.
+    #[arg(long, value_name = "D")]
+    pub features: usize,
+    /// Mixture components; each row's true one is in `label`.
+    #[arg(long, value_name = "K")]
+    pub clusters: usize,
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Standard deviation of the cluster centres (points have unit variance around them).
+    #[arg(long, default_value_t = 4.0)]
+    pub spread: f64,
+    #[arg(long, value_name = "PATH")]
+    pub output: PathBuf,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Fit(a) => {
+            init_threads(a.run.threads)?;
+            fit::run(&a)
+        }
+        Command::Predict(a) => {
+            init_threads(a.run.threads)?;
+            predict::run(&a)
+        }
+        Command::Gen(a) => {
+            crate::io::check_target(&a.output)?;
+            let spec = crate::synth::GenSpec {
+                rows: a.rows,
+                features: a.features,
+                clusters: a.clusters,
+                seed: a.seed,
+                spread: a.spread,
+            };
+            crate::synth::generate(&spec, &a.output)
+        }
+    }
+}
+
+fn init_threads(threads: Option<usize>) -> Result<()> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
+        b = b.num_threads(n);
+    }
+    b.build_global()
+        .map_err(|e| Error::Internal(format!("thread pool: {e}")))
+}

@@ -1,0 +1,8 @@
+//! Parquet in and out, through Arrow.
+
+pub mod reader;
+pub mod results;
+pub mod writer;
+
+pub use reader::{ReadOptions, Table, read_centroids, read_table, resolve_inputs};
+pub use writer::{Outputs, check_target};

@@ -1,0 +1,125 @@
+//! Writes results so that a failure leaves nothing behind: every output goes to a temporary
+//! file beside its target, and all of them are renamed into place only once all are written.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use tempfile::NamedTempFile;
+
+use crate::error::{Error, Result};
+
+/// Rows per Parquet row group: big enough for fast scans, small enough for Spark tasks.
+pub const ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// Fails early, before any work, if `path` cannot be an output file.
+pub fn check_target(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: is a directory, expected a file path",
+            path.display()
+        )));
+    }
+    let parent = parent_dir(path);
+    if !parent.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: directory {} does not exist",
+            path.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Writer settings shared by every Parquet output: zstd, statistics, large row groups;
+/// dictionaries only where values repeat.
+pub fn writer_properties(no_dictionary: &[&str]) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for c in no_dictionary {
+        b = b.set_column_dictionary_enabled((*c).into(), false);
+    }
+    b.build()
+}
+
+/// Outputs written so far, not yet visible under their final names.
+#[derive(Default)]
+pub struct Outputs {
+    pending: Vec<(NamedTempFile, PathBuf)>,
+}
+
+impl Outputs {
+    fn temp_for(path: &Path) -> Result<NamedTempFile> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = format!(".{name}.");
+        let mut b = tempfile::Builder::new();
+        b.prefix(&prefix).suffix(".tmp");
+        // Outputs are for other tools and users to read, not private like a usual temp file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            b.permissions(std::fs::Permissions::from_mode(0o644));
+        }
+        b.tempfile_in(parent_dir(path))
+            .map_err(|e| Error::output(path, e))
+    }
+
+    /// Writes `batches` as one Parquet file destined for `path`.
+    pub fn parquet(
+        &mut self,
+        path: &Path,
+        schema: SchemaRef,
+        batches: impl IntoIterator<Item = Result<RecordBatch>>,
+        no_dictionary: &[&str],
+    ) -> Result<()> {
+        let tmp = Self::temp_for(path)?;
+        let file = tmp.reopen().map_err(|e| Error::output(path, e))?;
+        let mut w = ArrowWriter::try_new(
+            file,
+            Arc::clone(&schema),
+            Some(writer_properties(no_dictionary)),
+        )
+        .map_err(|e| Error::output(path, e))?;
+        for b in batches {
+            w.write(&b?).map_err(|e| Error::output(path, e))?;
+        }
+        w.close().map_err(|e| Error::output(path, e))?;
+        self.pending.push((tmp, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Writes `bytes` as a file destined for `path`.
+    pub fn bytes(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut tmp = Self::temp_for(path)?;
+        tmp.write_all(bytes)
+            .and_then(|_| tmp.flush())
+            .map_err(|e| Error::output(path, e))?;
+        self.pending.push((tmp, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Renames every output into place. Temporary files of a failed run are removed on drop.
+    pub fn commit(self) -> Result<()> {
+        for (tmp, path) in self.pending {
+            tmp.persist(&path)
+                .map_err(|e| Error::output(&path, e.error))?;
+        }
+        Ok(())
+    }
+}

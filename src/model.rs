@@ -1,0 +1,92 @@
+//! The saved model: everything `predict` needs, as JSON.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::prep::Scaler;
+
+/// Bumped when the layout changes in a way older readers cannot follow.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub format_version: u32,
+    pub features: Vec<String>,
+    pub scaling: Scaler,
+    pub k: usize,
+    /// Centroids in clustered (scaled) space, exactly as fitted: predict compares against these,
+    /// so it reproduces the fit's labels bit for bit.
+    pub centroids: Vec<Vec<f32>>,
+    /// The same centroids in input units, for people and other tools.
+    pub centroids_input_units: Vec<Vec<f64>>,
+    pub inertia: f64,
+    pub rows: usize,
+    pub iterations: usize,
+    pub seed: u64,
+}
+
+impl Model {
+    /// Flattened clustered-space centroids, `k * dim`.
+    pub fn flat_centroids(&self) -> Vec<f32> {
+        self.centroids.iter().flatten().copied().collect()
+    }
+
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    pub fn load(path: &Path) -> Result<Model> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::input(path, format!("cannot read model ({e})")))?;
+        let m: Model = serde_json::from_str(&text)
+            .map_err(|e| Error::input(path, format!("not a lakemeans model ({e})")))?;
+        m.check()
+            .map_err(|why| Error::input(path, format!("corrupt model: {why}")))?;
+        Ok(m)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format version {} is not supported (expected {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        let d = self.features.len();
+        if d == 0 {
+            return Err("no features".into());
+        }
+        if self.k == 0
+            || self.centroids.len() != self.k
+            || self.centroids_input_units.len() != self.k
+        {
+            return Err(format!(
+                "k is {} but {} centroids are stored",
+                self.k,
+                self.centroids.len()
+            ));
+        }
+        if self
+            .centroids
+            .iter()
+            .any(|c| c.len() != d || c.iter().any(|v| !v.is_finite()))
+        {
+            return Err(format!("every centroid needs {d} finite values"));
+        }
+        if self.scaling.offset.len() != d || self.scaling.scale.len() != d {
+            return Err("scaling does not match the features".into());
+        }
+        if self
+            .scaling
+            .scale
+            .iter()
+            .any(|&s| !(s.is_finite() && s > 0.0))
+            || self.scaling.offset.iter().any(|o| !o.is_finite())
+        {
+            return Err("scaling holds a non-finite or non-positive value".into());
+        }
+        Ok(())
+    }
+}

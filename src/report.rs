@@ -1,0 +1,101 @@
+//! What a run tells its user: the `--json` summary and the human one.
+
+use serde::Serialize;
+
+use crate::backend::DeviceInfo;
+
+/// Wall-clock seconds per phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Seconds {
+    pub read: f64,
+    pub fit: f64,
+    pub write: f64,
+    pub total: f64,
+}
+
+/// The `fit --json` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitSummary {
+    pub k: usize,
+    pub rows: usize,
+    pub features: Vec<String>,
+    pub iterations: usize,
+    pub converged: bool,
+    /// Weighted, in clustered space.
+    pub inertia: f64,
+    /// `cpu` or `gpu`.
+    pub device: String,
+    /// Adapter name for a GPU, thread count for the CPU.
+    pub adapter: String,
+    pub seconds: Seconds,
+    pub n_init: usize,
+    pub best_run: usize,
+    pub run_inertias: Vec<f64>,
+    pub seed: u64,
+    pub scale: String,
+    pub dropped_rows: usize,
+    pub empty_clusters: usize,
+    pub cluster_sizes: Vec<u64>,
+}
+
+/// The `predict --json` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictSummary {
+    pub k: usize,
+    pub rows: usize,
+    pub inertia: f64,
+    pub device: String,
+    pub adapter: String,
+    pub dropped_rows: usize,
+    pub cluster_sizes: Vec<u64>,
+    pub seconds: Seconds,
+}
+
+pub fn device_fields(info: &DeviceInfo) -> (String, String) {
+    (info.kind.clone(), info.name.clone())
+}
+
+impl FitSummary {
+    /// A few lines for a person at a terminal.
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "k-means: k = {}, {} rows x {} features, {} on {} ({})\n",
+            self.k,
+            self.rows,
+            self.features.len(),
+            if self.converged {
+                format!("converged in {} iterations", self.iterations)
+            } else {
+                format!("stopped after {} iterations", self.iterations)
+            },
+            self.device,
+            self.adapter
+        );
+        s += &format!("inertia {:.6e} (clustered space)\n", self.inertia);
+        if self.dropped_rows > 0 {
+            s += &format!("dropped {} invalid rows\n", self.dropped_rows);
+        }
+        if self.empty_clusters > 0 {
+            s += &format!(
+                "warning: {} clusters ended empty (fewer distinct rows than k?)\n",
+                self.empty_clusters
+            );
+        }
+        s += "cluster sizes:";
+        let total: u64 = self.cluster_sizes.iter().sum();
+        for (c, &n) in self.cluster_sizes.iter().enumerate() {
+            if c % 6 == 0 {
+                s += "\n ";
+            }
+            s += &format!(
+                " {c:>3}: {n:>9} ({:>4.1}%)",
+                100.0 * n as f64 / total.max(1) as f64
+            );
+        }
+        s += &format!(
+            "\ntime: {:.2}s (read {:.2}s, fit {:.2}s, write {:.2}s)\n",
+            self.seconds.total, self.seconds.read, self.seconds.fit, self.seconds.write
+        );
+        s
+    }
+}
