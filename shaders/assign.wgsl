@@ -1,0 +1,200 @@
+// Fused distance + argmin for one chunk of rows.
+//
+// For a row x and centroid c, ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2. The ||x||^2 term is the
+// same for every centroid, so the argmin only needs the score s(x, c) = ||c||^2 - 2 x.c, which
+// is a matrix product X C^T plus a per-column offset. This kernel computes it like a tiled
+// GEMM: a workgroup owns BM rows, walks the centroids in tiles of BN, stages KC vec4 columns of
+// both operands in workgroup memory per step, and each thread keeps an RM x RN register tile
+// of dot products. After each centroid tile the thread folds its RN scores into a running
+// (best score, index) per row, so the n x k score matrix never reaches memory.
+//
+// Ties go to the lowest centroid index: every thread scans its centroids in increasing index
+// order with a strict `<`, and the cross-thread merge breaks equal scores by index.
+//
+// The score suffers cancellation when ||x|| >> ||x - c||, so the winner's distance is then
+// recomputed exactly as sum((x - c)^2); that value is what gets stored and summed.
+//
+// The host replaces the `$NAME` tokens below to specialise the kernel for d and k.
+
+const DP4: u32 = $DP4u;  // row length in vec4 (d padded with zeros to a multiple of 4)
+const TX: u32 = $TXu;    // threads across centroids
+const TY: u32 = $TYu;    // threads across rows
+const RM: u32 = $RMu;    // rows per thread
+const RN: u32 = $RNu;    // centroids per thread per tile
+const KC: u32 = $KCu;    // vec4 columns staged per step
+const BM: u32 = TY * RM; // rows per workgroup (a power of two: the inertia tree needs it)
+const BN: u32 = TX * RN; // centroids per tile
+const THREADS: u32 = TX * TY;
+const STAGES: u32 = (DP4 + KC - 1u) / KC;
+const NO_INDEX: u32 = 0xffffffffu;
+
+struct Params {
+    rows: u32,      // rows in this chunk
+    k: u32,         // centroids
+    first: u32,     // 1 on the first pass: every row counts as changed
+    tile_base: u32, // global index of this chunk's first workgroup (slot in `partial`)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> cent: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> cnorm: array<f32>;
+@group(0) @binding(5) var<storage, read_write> labels: array<u32>;
+@group(0) @binding(6) var<storage, read_write> dist: array<f32>;
+@group(0) @binding(7) var<storage, read_write> partial: array<f32>;
+// Rows whose label changed, as a 64-bit counter [low, high].
+@group(0) @binding(8) var<storage, read_write> changed: array<atomic<u32>, 2>;
+
+var<workgroup> xs: array<vec4<f32>, BM * KC>;
+var<workgroup> cs: array<vec4<f32>, BN * KC>;
+var<workgroup> red_s: array<f32, BM * TX>;
+var<workgroup> red_i: array<u32, BM * TX>;
+var<workgroup> win: array<u32, BM>;
+var<workgroup> rowsum: array<f32, BM>;
+var<workgroup> nchanged: atomic<u32>;
+
+@compute @workgroup_size(TX, TY, 1)
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let tx = lid.x;
+    let ty = lid.y;
+    let row0 = wid.x * BM;
+    if (li == 0u) {
+        atomicStore(&nchanged, 0u);
+    }
+
+    var best_s: array<f32, RM>;
+    var best_i: array<u32, RM>;
+    for (var i = 0u; i < RM; i++) {
+        best_s[i] = bitcast<f32>(0x7f800000u); // +inf
+        best_i[i] = NO_INDEX;
+    }
+
+    let ntiles = (p.k + BN - 1u) / BN;
+    for (var t = 0u; t < ntiles; t++) {
+        let c0 = t * BN;
+        // acc[i][j] = x_(row ty + i*TY) . c_(c0 + tx + j*TX); rows and centroids are
+        // interleaved across threads so neighbouring threads read neighbouring tile entries.
+        var acc: array<array<f32, RN>, RM>;
+        for (var st = 0u; st < STAGES; st++) {
+            let col0 = st * KC;
+            for (var e = li; e < BM * KC; e += THREADS) {
+                let r = e / KC;
+                let col = col0 + e % KC;
+                let row = row0 + r;
+                var v = vec4<f32>(0.0);
+                if (row < p.rows && col < DP4) {
+                    v = x[row * DP4 + col];
+                }
+                xs[e] = v;
+            }
+            for (var e = li; e < BN * KC; e += THREADS) {
+                let r = e / KC;
+                let col = col0 + e % KC;
+                let ci = c0 + r;
+                var v = vec4<f32>(0.0);
+                if (ci < p.k && col < DP4) {
+                    v = cent[ci * DP4 + col];
+                }
+                cs[e] = v;
+            }
+            workgroupBarrier();
+            for (var q = 0u; q < KC; q++) {
+                var xv: array<vec4<f32>, RM>;
+                for (var i = 0u; i < RM; i++) {
+                    xv[i] = xs[(ty + i * TY) * KC + q];
+                }
+                for (var j = 0u; j < RN; j++) {
+                    let cv = cs[(tx + j * TX) * KC + q];
+                    for (var i = 0u; i < RM; i++) {
+                        acc[i][j] += dot(xv[i], cv);
+                    }
+                }
+            }
+            workgroupBarrier();
+        }
+        for (var j = 0u; j < RN; j++) {
+            let ci = c0 + tx + j * TX;
+            if (ci < p.k) {
+                let cn = cnorm[ci];
+                for (var i = 0u; i < RM; i++) {
+                    let s = cn - 2.0 * acc[i][j];
+                    if (s < best_s[i]) {
+                        best_s[i] = s;
+                        best_i[i] = ci;
+                    }
+                }
+            }
+        }
+    }
+
+    // Merge the TX partial winners of each row in a fixed order, lowest index on equal scores.
+    for (var i = 0u; i < RM; i++) {
+        let r = ty + i * TY;
+        red_s[r * TX + tx] = best_s[i];
+        red_i[r * TX + tx] = best_i[i];
+    }
+    workgroupBarrier();
+    if (li < BM) {
+        var bs = red_s[li * TX];
+        var bi = red_i[li * TX];
+        for (var t = 1u; t < TX; t++) {
+            let s = red_s[li * TX + t];
+            let ii = red_i[li * TX + t];
+            if (s < bs || (s == bs && ii < bi)) {
+                bs = s;
+                bi = ii;
+            }
+        }
+        // Only reachable when every score is NaN or +inf (non-finite input).
+        if (bi >= p.k) {
+            bi = 0u;
+        }
+        win[li] = bi;
+    }
+    workgroupBarrier();
+
+    // Exact distance of each row to its winner, the label bookkeeping, and w * dist.
+    if (li < BM) {
+        let row = row0 + li;
+        var wd = 0.0;
+        if (row < p.rows) {
+            let b = win[li];
+            var d = 0.0;
+            for (var q = 0u; q < DP4; q++) {
+                let df = x[row * DP4 + q] - cent[b * DP4 + q];
+                d += dot(df, df);
+            }
+            dist[row] = d;
+            if (p.first != 0u || labels[row] != b) {
+                atomicAdd(&nchanged, 1u);
+            }
+            labels[row] = b;
+            wd = w[row] * d;
+        }
+        rowsum[li] = wd;
+    }
+    workgroupBarrier();
+
+    // Pairwise tree over the BM rows: a fixed order, so the partial is reproducible.
+    for (var s = BM / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            rowsum[li] += rowsum[li + s];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        partial[p.tile_base + wid.x] = rowsum[0];
+        let nc = atomicLoad(&nchanged);
+        if (nc != 0u) {
+            let old = atomicAdd(&changed[0], nc);
+            if (old + nc < old) {
+                atomicAdd(&changed[1], 1u);
+            }
+        }
+    }
+}

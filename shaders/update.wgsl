@@ -1,0 +1,171 @@
+// Weighted per-cluster sums, total weights and member counts, reproducible bit for bit.
+//
+// Floating-point addition is not associative, so summing with atomics in whatever order the
+// hardware schedules would change the low bits from run to run. Instead every term is turned
+// into a 96-bit two's-complement fixed-point integer and added with 32-bit integer atomics
+// and explicit carries. Integer addition is associative, so the final words are the exact sum
+// of the rounded terms whatever the order, the chunking or the hardware.
+//
+// Term for cluster j, feature f: round(w * x_f * 2^e_f), where the host picks e_f so that the
+// largest |w * x_f| in the data maps just below 2^62. Each term thus keeps 62 bits (far more
+// than the 24 of an f32) and the 96-bit sum has room for 2^33 rows before it could overflow.
+// Weights use their own scale; counts add the integer 1.
+//
+// Accumulator layout, three u32 words [low, mid, high] per entry:
+//   sums    k * DP4 * 4 entries, cluster-major
+//   weights k entries
+//   counts  k entries
+//
+// When all entries fit in workgroup memory (SHARED > 0) a workgroup first accumulates into
+// its own copy and then adds each non-zero entry once to the global one, which keeps
+// contention off global memory when k * d is small.
+
+const DP4: u32 = $DP4u;
+const SHARED: u32 = $SHAREDu; // entries held in workgroup memory, 0 for the direct path
+const THREADS: u32 = 256u;
+const SLOTS: u32 = DP4 + 1u; // per row: DP4 vec4 columns, then one slot for weight and count
+
+struct Params {
+    rows: u32,        // rows in this chunk
+    k: u32,
+    rows_per_wg: u32, // fixed row range of each workgroup
+    wscale: f32,      // 2^e for the weights
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> labels: array<u32>;
+@group(0) @binding(4) var<storage, read> scale: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> acc: array<atomic<u32>>;
+
+var<workgroup> wacc: array<atomic<u32>, SHARED * 3u + 3u>;
+
+// The 96-bit two's-complement words of an integer-valued f32 with |v| < 2^63.
+fn split(v: f32) -> vec3<u32> {
+    let a = abs(v);
+    // Both steps are exact: 2^-32 is a power of two, and a - hi * 2^32 lies in [0, 2^32)
+    // on the grid of a's last bit, which needs at most 24 significant bits.
+    let hi = floor(a * 2.3283064365386963e-10);
+    let lo = a - hi * 4294967296.0;
+    var m = vec3<u32>(u32(lo), u32(hi), 0u);
+    if (v < 0.0) {
+        m = ~m;
+        m.x += 1u;
+        if (m.x == 0u) {
+            m.y += 1u;
+            if (m.y == 0u) {
+                m.z += 1u;
+            }
+        }
+    }
+    return m;
+}
+
+// Adds m to the global entry at word `b`, carrying between words (modulo 2^96).
+fn add_global(b: u32, m: vec3<u32>) {
+    var c1 = 0u;
+    if (m.x != 0u) {
+        let o = atomicAdd(&acc[b], m.x);
+        if (o + m.x < o) {
+            c1 = 1u;
+        }
+    }
+    let mid = m.y + c1;
+    var c2 = select(0u, 1u, mid < m.y);
+    if (mid != 0u) {
+        let o = atomicAdd(&acc[b + 1u], mid);
+        if (o + mid < o) {
+            c2 += 1u;
+        }
+    }
+    let top = m.z + c2;
+    if (top != 0u) {
+        atomicAdd(&acc[b + 2u], top);
+    }
+}
+
+// The same for the workgroup copy.
+fn add_local(b: u32, m: vec3<u32>) {
+    var c1 = 0u;
+    if (m.x != 0u) {
+        let o = atomicAdd(&wacc[b], m.x);
+        if (o + m.x < o) {
+            c1 = 1u;
+        }
+    }
+    let mid = m.y + c1;
+    var c2 = select(0u, 1u, mid < m.y);
+    if (mid != 0u) {
+        let o = atomicAdd(&wacc[b + 1u], mid);
+        if (o + mid < o) {
+            c2 += 1u;
+        }
+    }
+    let top = m.z + c2;
+    if (top != 0u) {
+        atomicAdd(&wacc[b + 2u], top);
+    }
+}
+
+fn add(entry: u32, m: vec3<u32>) {
+    if (SHARED > 0u) {
+        add_local(entry * 3u, m);
+    } else {
+        add_global(entry * 3u, m);
+    }
+}
+
+@compute @workgroup_size(THREADS, 1, 1)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let k = p.k;
+    if (SHARED > 0u) {
+        for (var e = li; e < SHARED * 3u; e += THREADS) {
+            atomicStore(&wacc[e], 0u);
+        }
+        workgroupBarrier();
+    }
+
+    let r0 = wid.x * p.rows_per_wg;
+    let r1 = min(p.rows, r0 + p.rows_per_wg);
+    let wbase = k * DP4 * 4u; // first weight entry
+    let cbase = wbase + k;    // first count entry
+    if (r0 < r1) {
+        let work = (r1 - r0) * SLOTS;
+        for (var f = li; f < work; f += THREADS) {
+            let row = r0 + f / SLOTS;
+            let q = f % SLOTS;
+            let lab = labels[row];
+            let wr = w[row];
+            if (q < DP4) {
+                let v = round(x[row * DP4 + q] * wr * scale[q]);
+                let e0 = (lab * DP4 + q) * 4u;
+                for (var c = 0u; c < 4u; c++) {
+                    if (v[c] != 0.0) {
+                        add(e0 + c, split(v[c]));
+                    }
+                }
+            } else {
+                let t = round(wr * p.wscale);
+                if (t != 0.0) {
+                    add(wbase + lab, split(t));
+                }
+                add(cbase + lab, vec3<u32>(1u, 0u, 0u));
+            }
+        }
+    }
+
+    if (SHARED > 0u) {
+        workgroupBarrier();
+        for (var e = li; e < SHARED; e += THREADS) {
+            let m = vec3<u32>(
+                atomicLoad(&wacc[e * 3u]),
+                atomicLoad(&wacc[e * 3u + 1u]),
+                atomicLoad(&wacc[e * 3u + 2u]),
+            );
+            if (any(m != vec3<u32>(0u))) {
+                add_global(e * 3u, m);
+            }
+        }
+    }
+}

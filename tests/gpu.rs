@@ -1,0 +1,462 @@
+//! GPU backend against the CPU backend and f64 brute force.
+//!
+//! These tests need a wgpu adapter; on machines without a GPU, Mesa's lavapipe (package
+//! mesa-vulkan-drivers) provides one. They fail, rather than skip, when none is found.
+
+use std::time::Duration;
+
+use lakemeans::backend::cpu::CpuBackend;
+use lakemeans::backend::gpu::{GpuBackend, GpuOptions, HIDE_ENV};
+use lakemeans::backend::{Assignment, Backend, DeviceChoice, Fallback, FarPoint, Step};
+use lakemeans::data::{Batch, Dataset};
+use lakemeans::error::{Error, Result};
+
+/// Deterministic generator for test data (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn normal(&mut self) -> f32 {
+        let u = self.unit().max(1e-7);
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn options() -> GpuOptions {
+    GpuOptions {
+        adapter: None,
+        hide: false,
+        allow_software: true,
+        max_chunk_rows: None,
+        max_resident_bytes: None,
+        timeout: Duration::from_secs(300),
+    }
+}
+
+fn open<'a>(data: &'a Dataset, opts: GpuOptions) -> GpuBackend<'a> {
+    match GpuBackend::with_options(data, opts) {
+        Ok(g) => g,
+        Err(Error::NoAdapter(msg)) => panic!(
+            "these tests need a GPU adapter and none was found ({msg}); on a machine without a \
+             GPU install Mesa's lavapipe (apt-get install mesa-vulkan-drivers libvulkan1)"
+        ),
+        Err(e) => panic!("cannot open the GPU backend: {e}"),
+    }
+}
+
+/// `n` rows around a few blobs, offset from the origin so the expanded score cancels a bit.
+fn blobs(rng: &mut Rng, n: usize, d: usize, weighted: bool) -> Dataset {
+    let centers: Vec<Vec<f32>> = (0..8)
+        .map(|_| (0..d).map(|_| 5.0 + 4.0 * rng.normal()).collect())
+        .collect();
+    let mut values = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let c = &centers[rng.below(centers.len())];
+        values.extend(c.iter().map(|&v| v + rng.normal()));
+    }
+    let weights = weighted.then(|| (0..n).map(|_| 0.25 + 2.0 * rng.unit()).collect());
+    Dataset::from_rows(d, values, weights)
+}
+
+/// `k` centroids: rows of the data (all of them when k = n), slightly moved.
+fn pick_centroids(rng: &mut Rng, data: &Dataset, k: usize) -> Vec<f32> {
+    let n = data.rows();
+    let mut out = Vec::with_capacity(k * data.dim());
+    for j in 0..k {
+        let row = if k == n { j } else { rng.below(n) };
+        out.extend(data.row(row).iter().map(|&v| v + 0.01 * rng.normal()));
+    }
+    out
+}
+
+fn dist64(x: &[f32], c: &[f32]) -> f64 {
+    x.iter()
+        .zip(c)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum()
+}
+
+fn norm64(x: &[f32]) -> f64 {
+    x.iter().map(|&a| (a as f64).powi(2)).sum()
+}
+
+/// GPU labels and distances are right: a label differing from the CPU's is fine only when
+/// both centroids are equally near within float rounding of the expanded score.
+fn check_assignment(data: &Dataset, cents: &[f32], gpu: &Assignment, cpu: &Assignment, what: &str) {
+    let d = data.dim();
+    let cn_max = cents.chunks_exact(d).map(norm64).fold(0.0, f64::max);
+    let mut disagree = 0;
+    for i in 0..data.rows() {
+        let x = data.row(i);
+        let (lg, lc) = (gpu.labels[i] as usize, cpu.labels[i] as usize);
+        let tol = 1e-5 * (norm64(x) + cn_max) + 1e-9;
+        let dg = dist64(x, &cents[lg * d..(lg + 1) * d]);
+        if lg != lc {
+            disagree += 1;
+            let dc = dist64(x, &cents[lc * d..(lc + 1) * d]);
+            assert!(
+                (dg - dc).abs() <= tol,
+                "{what}: row {i} GPU label {lg} (d = {dg}) vs CPU {lc} (d = {dc}), not a tie"
+            );
+        }
+        let got = gpu.distances[i] as f64;
+        assert!(
+            (got - dg).abs() <= tol,
+            "{what}: row {i} GPU distance {got} vs exact {dg}"
+        );
+    }
+    assert!(
+        disagree * 100 <= data.rows(),
+        "{what}: {disagree} labels differ, too many for ties"
+    );
+}
+
+/// Sums, weights and counts of `step` against an f64 brute force over `labels`.
+fn check_update(data: &Dataset, k: usize, labels: &[u32], step: &Step, what: &str) {
+    let d = data.dim();
+    let mut sums = vec![0f64; k * d];
+    let mut mags = vec![0f64; k * d];
+    let mut weights = vec![0f64; k];
+    let mut counts = vec![0u64; k];
+    for (i, &l) in labels.iter().enumerate() {
+        let l = l as usize;
+        let w = data.weight(i) as f64;
+        weights[l] += w;
+        counts[l] += 1;
+        for (f, &v) in data.row(i).iter().enumerate() {
+            sums[l * d + f] += w * v as f64;
+            mags[l * d + f] += (w * v as f64).abs();
+        }
+    }
+    assert_eq!(step.counts, counts, "{what}: counts");
+    assert_eq!(step.sums.len(), k * d, "{what}: sums length");
+    for j in 0..k {
+        let (a, b) = (step.weights[j], weights[j]);
+        assert!(
+            (a - b).abs() <= 1e-6 * b + 1e-9,
+            "{what}: weight of {j}: {a} vs {b}"
+        );
+    }
+    for e in 0..k * d {
+        let (a, b) = (step.sums[e], sums[e]);
+        assert!(
+            (a - b).abs() <= 1e-6 * mags[e] + 1e-9,
+            "{what}: sum entry {e}: {a} vs {b}"
+        );
+    }
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-30)
+}
+
+#[test]
+fn agrees_with_cpu_across_shapes() {
+    // (rows, features, clusters, weighted): rows never a multiple of a tile, odd widths,
+    // k from 1 to 5000 and k = n.
+    let shapes = [
+        (1001, 1, 1, false),
+        (777, 3, 5, true),
+        (1531, 7, 33, false),
+        (2049, 16, 100, true),
+        (600, 33, 600, false),
+        (1201, 130, 257, true),
+        (333, 300, 20, false),
+        (450, 300, 70, true),
+        (5003, 4, 5000, false),
+        (97, 2, 97, true),
+    ];
+    let mut rng = Rng(7);
+    for (n, d, k, weighted) in shapes {
+        let what = format!("n={n} d={d} k={k} weighted={weighted}");
+        let data = blobs(&mut rng, n, d, weighted);
+        let cents = pick_centroids(&mut rng, &data, k);
+        let mut gpu = open(&data, options());
+        let mut cpu = CpuBackend::new(&data);
+        let gs = gpu.step(&cents, k, true).expect("GPU step");
+        let cs = cpu.step(&cents, k, true).expect("CPU step");
+        let (ga, ca) = (
+            gpu.assignment().expect("GPU labels"),
+            cpu.assignment().expect("CPU"),
+        );
+        check_assignment(&data, &cents, &ga, &ca, &what);
+        assert!(
+            rel(gs.inertia, cs.inertia) <= 1e-5,
+            "{what}: inertia {} vs {}",
+            gs.inertia,
+            cs.inertia
+        );
+        assert_eq!(gs.changed, n as u64, "{what}: first step changes every row");
+        check_update(&data, k, &ga.labels, &gs, &what);
+
+        // A second pass with other centroids counts changed rows like the CPU does.
+        let cents2 = pick_centroids(&mut rng, &data, k);
+        let gs2 = gpu.step(&cents2, k, false).expect("GPU step 2");
+        let cs2 = cpu.step(&cents2, k, false).expect("CPU step 2");
+        let (ga2, ca2) = (
+            gpu.assignment().expect("GPU labels"),
+            cpu.assignment().expect("CPU"),
+        );
+        check_assignment(&data, &cents2, &ga2, &ca2, &what);
+        let expect: u64 = ga
+            .labels
+            .iter()
+            .zip(&ga2.labels)
+            .filter(|(a, b)| a != b)
+            .count() as u64;
+        assert_eq!(gs2.changed, expect, "{what}: changed");
+        assert!(rel(gs2.inertia, cs2.inertia) <= 1e-5, "{what}: inertia 2");
+        assert!(
+            gs2.sums.is_empty() && gs2.counts.is_empty(),
+            "{what}: no update asked"
+        );
+    }
+}
+
+#[test]
+fn farthest_matches_the_distances() {
+    let mut rng = Rng(11);
+    let data = blobs(&mut rng, 901, 5, true);
+    let cents = pick_centroids(&mut rng, &data, 9);
+    let mut gpu = open(&data, options());
+    gpu.step(&cents, 9, false).expect("GPU step");
+    let a = gpu.assignment().expect("labels");
+    let far: Vec<FarPoint> = gpu.farthest(7).expect("farthest");
+    assert_eq!(far.len(), 7);
+    let mut order: Vec<usize> = (0..data.rows()).collect();
+    order.sort_by(|&x, &y| a.distances[y].total_cmp(&a.distances[x]).then(x.cmp(&y)));
+    for (p, &row) in far.iter().zip(&order) {
+        assert_eq!(p.row, row);
+        assert_eq!(p.label, a.labels[row]);
+        assert_eq!(p.distance, a.distances[row]);
+        assert_eq!(p.values, data.row(row));
+        assert_eq!(p.weight, data.weight(row));
+    }
+    assert_eq!(gpu.farthest(5000).expect("all").len(), data.rows());
+}
+
+/// Runs a few update steps, returning every step and the final assignment.
+fn run(gpu: &mut dyn Backend, cents: &[f32], k: usize) -> (Vec<Step>, Assignment) {
+    let d = cents.len() / k;
+    let mut c = cents.to_vec();
+    let mut steps = Vec::new();
+    for _ in 0..3 {
+        let s = gpu.step(&c, k, true).expect("step");
+        for j in 0..k {
+            if s.weights[j] > 0.0 {
+                for f in 0..d {
+                    c[j * d + f] = (s.sums[j * d + f] / s.weights[j]) as f32;
+                }
+            }
+        }
+        steps.push(s);
+    }
+    (steps, gpu.assignment().expect("assignment"))
+}
+
+fn same_bits(a: &(Vec<Step>, Assignment), b: &(Vec<Step>, Assignment), what: &str) {
+    for (s, t) in a.0.iter().zip(&b.0) {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&s.sums), bits(&t.sums), "{what}: sums");
+        assert_eq!(bits(&s.weights), bits(&t.weights), "{what}: weights");
+        assert_eq!(s.counts, t.counts, "{what}: counts");
+        assert_eq!(s.inertia.to_bits(), t.inertia.to_bits(), "{what}: inertia");
+        assert_eq!(s.changed, t.changed, "{what}: changed");
+    }
+    assert_eq!(a.1.labels, b.1.labels, "{what}: labels");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&a.1.distances),
+        bits(&b.1.distances),
+        "{what}: distances"
+    );
+}
+
+#[test]
+fn runs_are_bit_identical() {
+    let mut rng = Rng(3);
+    for (n, d, k) in [(3001, 9, 4), (2500, 40, 70)] {
+        let data = blobs(&mut rng, n, d, true);
+        let cents = pick_centroids(&mut rng, &data, k);
+        let a = run(&mut open(&data, options()), &cents, k);
+        let b = run(&mut open(&data, options()), &cents, k);
+        same_bits(&a, &b, &format!("n={n} d={d} k={k}"));
+        // Repeating a step on one backend gives the same numbers and no changed rows.
+        let mut g = open(&data, options());
+        let s1 = g.step(&cents, k, true).expect("step");
+        let s2 = g.step(&cents, k, true).expect("step");
+        assert_eq!(s2.changed, 0);
+        assert_eq!(s1.sums, s2.sums);
+        assert_eq!(s1.inertia.to_bits(), s2.inertia.to_bits());
+    }
+}
+
+#[test]
+fn chunked_and_streamed_match_whole() {
+    let mut rng = Rng(5);
+    let (d, k) = (11, 6);
+    // Uneven batches, so chunks straddle batch boundaries.
+    let whole = blobs(&mut rng, 1234, d, true);
+    let mut batches = Vec::new();
+    let mut start = 0;
+    for len in [100, 1, 533, 600] {
+        let values = (start..start + len)
+            .flat_map(|i| whole.row(i).to_vec())
+            .collect();
+        let weights = Some((start..start + len).map(|i| whole.weight(i)).collect());
+        batches.push(Batch { values, weights });
+        start += len;
+    }
+    let data = Dataset::new(d, batches);
+    let cents = pick_centroids(&mut rng, &data, k);
+    let base = run(&mut open(&data, options()), &cents, k);
+    for rows in [64, 100, 200, 1000] {
+        let opts = GpuOptions {
+            max_chunk_rows: Some(rows),
+            ..options()
+        };
+        let got = run(&mut open(&data, opts), &cents, k);
+        same_bits(&base, &got, &format!("chunks of {rows} rows"));
+        let opts = GpuOptions {
+            max_chunk_rows: Some(rows),
+            max_resident_bytes: Some(0),
+            ..options()
+        };
+        let got = run(&mut open(&data, opts), &cents, k);
+        same_bits(&base, &got, &format!("streamed chunks of {rows} rows"));
+    }
+}
+
+#[test]
+fn hidden_adapters_mean_no_adapter() {
+    let data = Dataset::from_rows(2, vec![0.0, 1.0, 2.0, 3.0], None);
+    match GpuBackend::with_options(
+        &data,
+        GpuOptions {
+            hide: true,
+            ..options()
+        },
+    ) {
+        Err(Error::NoAdapter(_)) => {}
+        Err(e) => panic!("expected NoAdapter, got {e}"),
+        Ok(_) => panic!("expected NoAdapter, got a backend"),
+    }
+}
+
+#[test]
+fn unknown_adapter_name_is_no_adapter() {
+    let data = Dataset::from_rows(2, vec![0.0, 1.0, 2.0, 3.0], None);
+    let opts = GpuOptions {
+        adapter: Some("no such adapter, surely".into()),
+        ..options()
+    };
+    assert!(matches!(
+        GpuBackend::with_options(&data, opts),
+        Err(Error::NoAdapter(_))
+    ));
+}
+
+#[test]
+fn adapters_are_listed() {
+    let all = lakemeans::backend::gpu::list_adapters();
+    assert!(
+        !all.is_empty(),
+        "no adapter listed; install mesa-vulkan-drivers for lavapipe"
+    );
+    assert!(all.iter().all(|a| a.max_storage_buffer_binding_size > 0));
+}
+
+/// The environment switch, checked in a child process so no other test sees the variable.
+#[test]
+fn hide_env_var_hides_adapters() {
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "hidden_child", "--ignored", "--nocapture"])
+        .env(HIDE_ENV, "1")
+        .output()
+        .expect("run child");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "child did not run:\n{text}");
+}
+
+#[test]
+#[ignore = "run by hide_env_var_hides_adapters with the variable set"]
+fn hidden_child() {
+    assert!(lakemeans::backend::gpu::list_adapters().is_empty());
+    let data = Dataset::from_rows(2, vec![0.0, 1.0, 2.0, 3.0], None);
+    assert!(matches!(
+        GpuBackend::new(&data, None),
+        Err(Error::NoAdapter(_))
+    ));
+    let gpu = lakemeans::backend::create(DeviceChoice::Gpu, &data, None);
+    assert!(matches!(gpu, Err(Error::NoAdapter(_))));
+    let auto = lakemeans::backend::create(DeviceChoice::Auto, &data, None).expect("auto");
+    assert_eq!(auto.info().kind, "cpu");
+}
+
+/// A GPU backend that starts failing like a lost device after `ok` steps.
+struct Flaky<'a> {
+    inner: GpuBackend<'a>,
+    ok: usize,
+}
+
+impl Backend for Flaky<'_> {
+    fn info(&self) -> lakemeans::backend::DeviceInfo {
+        self.inner.info()
+    }
+    fn step(&mut self, c: &[f32], k: usize, update: bool) -> Result<Step> {
+        if self.ok == 0 {
+            return Err(Error::Device("simulated device loss".into()));
+        }
+        self.ok -= 1;
+        self.inner.step(c, k, update)
+    }
+    fn farthest(&mut self, m: usize) -> Result<Vec<FarPoint>> {
+        self.inner.farthest(m)
+    }
+    fn assignment(&mut self) -> Result<Assignment> {
+        self.inner.assignment()
+    }
+}
+
+#[test]
+fn device_failure_falls_back_to_cpu() {
+    let mut rng = Rng(9);
+    let data = blobs(&mut rng, 800, 6, false);
+    let (c1, c2) = (
+        pick_centroids(&mut rng, &data, 5),
+        pick_centroids(&mut rng, &data, 5),
+    );
+    let flaky = Flaky {
+        inner: open(&data, options()),
+        ok: 1,
+    };
+    let mut fb = Fallback::new(&data, Box::new(flaky));
+    let mut cpu = CpuBackend::new(&data);
+    fb.step(&c1, 5, true).expect("GPU step");
+    cpu.step(&c1, 5, true).expect("CPU step");
+    assert!(!fb.fell_back());
+    let got = fb.step(&c2, 5, true).expect("falls back");
+    let want = cpu.step(&c2, 5, true).expect("CPU step");
+    assert!(fb.fell_back());
+    assert_eq!(fb.info().kind, "cpu");
+    assert_eq!(
+        got, want,
+        "after the fall-back the CPU continues from the GPU's state"
+    );
+}
