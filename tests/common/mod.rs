@@ -1,0 +1,97 @@
+//! Helpers shared by the integration tests: small tables written with arrow, and a runner for
+//! the `lakemeans` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema};
+use parquet::arrow::ArrowWriter;
+
+/// Writes columns as one Parquet file.
+pub fn write_parquet(path: &Path, cols: Vec<(&str, ArrayRef)>) {
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch =
+        RecordBatch::try_new(schema.clone(), cols.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+pub fn lakemeans(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lakemeans"))
+        .args(args)
+        .env("LAKEMEANS_HIDE_GPU", "1")
+        .output()
+        .expect("run lakemeans")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn p(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Names of the files in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Reads one column of a Parquet file as i64 or f64 values.
+pub fn read_column_f64(path: &Path, name: &str) -> Vec<f64> {
+    let f = std::fs::File::open(path).unwrap();
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for b in r {
+        let b = b.unwrap();
+        let c = arrow_cast::cast(
+            b.column_by_name(name).unwrap(),
+            &arrow_schema::DataType::Float64,
+        )
+        .unwrap();
+        let c = c
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap();
+        out.extend(c.values().iter().copied());
+    }
+    out
+}
+
+/// Gaussian blobs, row-major, deterministic per seed.
+pub fn blobs(n: usize, d: usize, k: usize, seed: u64) -> Vec<f32> {
+    let mut rng = lakemeans::rng::Rng::new(seed);
+    let centers: Vec<f64> = (0..k * d).map(|_| rng.normal_pair().0 * 5.0).collect();
+    let mut out = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let c = rng.below(k as u64) as usize;
+        for j in 0..d {
+            out.push((centers[c * d + j] + rng.normal_pair().0) as f32);
+        }
+    }
+    out
+}
