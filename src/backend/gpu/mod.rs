@@ -240,9 +240,11 @@ impl<'a> GpuBackend<'a> {
         let dim = data.dim();
         let dp4 = dim.div_ceil(4);
         let row_bytes = (dp4 * 16) as u64;
+        // The shaders index with u32, so no binding may exceed 4 GiB whatever the adapter says.
         let bind = limits
             .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+            .min(limits.max_buffer_size)
+            .min(u32::MAX as u64);
         let by_binding = (bind / row_bytes) as usize;
         let by_dispatch = limits.max_compute_workgroups_per_dimension as usize * ROWS_PER_TILE;
         let mut chunk_rows = by_binding.min(by_dispatch);
@@ -714,6 +716,17 @@ impl<'a> GpuBackend<'a> {
         }
         self.stepped = true;
         Ok(step)
+    }
+
+    /// Compiles a WGSL compute shader (entry point `main`) the way the kernels are compiled,
+    /// to check that a shader failure surfaces as [`Error::Device`].
+    #[doc(hidden)]
+    pub fn compile_check(&mut self, wgsl: &str) -> Result<()> {
+        let src = wgsl.to_string();
+        self.scoped(|g| {
+            kernels::build(&g.device, "check", src);
+            Ok(())
+        })
     }
 
     /// Labels and distances of every row, read back chunk by chunk.
