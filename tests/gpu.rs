@@ -143,8 +143,8 @@ fn check_update(data: &Dataset, k: usize, labels: &[u32], step: &Step, what: &st
     }
     assert_eq!(step.counts, counts, "{what}: counts");
     assert_eq!(step.sums.len(), k * d, "{what}: sums length");
-    for j in 0..k {
-        let (a, b) = (step.weights[j], weights[j]);
+    assert_eq!(step.weights.len(), k, "{what}: weights length");
+    for (j, (&a, &b)) in step.weights.iter().zip(&weights).enumerate() {
         assert!(
             (a - b).abs() <= 1e-6 * b + 1e-9,
             "{what}: weight of {j}: {a} vs {b}"
