@@ -4,6 +4,21 @@
 //! results back; [`prep`] scales features; [`kmeans`] is the algorithm, written once against the
 //! [`backend::Backend`] trait; [`backend`] holds the CPU and GPU implementations; [`model`] is
 //! the saved model; [`report`] the summaries; [`cli`] the command line.
+//!
+//! ```
+//! use lakemeans::backend::cpu::CpuBackend;
+//! use lakemeans::data::Dataset;
+//! use lakemeans::kmeans::{self, KMeansParams, Quiet};
+//!
+//! // Two obvious groups on a line.
+//! let data = Dataset::from_rows(1, vec![0.0, 0.1, 0.2, 10.0, 10.1, 10.2], None);
+//! let mut backend = CpuBackend::new(&data);
+//! let fit = kmeans::fit(&data, &mut backend, &KMeansParams::new(2), &Quiet).unwrap();
+//! let labels = &fit.assignment.labels;
+//! assert_eq!(labels[0], labels[2]);
+//! assert_ne!(labels[0], labels[3]);
+//! assert!((fit.inertia - 0.04).abs() < 1e-6);
+//! ```
 
 pub mod backend;
 pub mod cli;

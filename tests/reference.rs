@@ -168,7 +168,7 @@ fn inertia_never_increases_and_centroids_are_weighted_means() {
         assert!(r.converged, "50 iterations should converge on blobs");
         let d = data.dim();
         let mut sums = vec![0.0f64; 12 * d];
-        let mut wts = vec![0.0f64; 12];
+        let mut wts = [0.0f64; 12];
         for i in 0..data.rows() {
             let l = r.assignment.labels[i] as usize;
             wts[l] += data.weight(i) as f64;

@@ -76,6 +76,10 @@ pub fn dots(x: &[f32], packed: &Packed, out: &mut [f32]) {
 
 /// Nearest centroid of each row of `x` (row-major): writes the winning index and its exact
 /// squared distance. Scores are ‖c‖² − 2·x·c; ties keep the lowest index.
+///
+/// Each row keeps a running minimum per lane (one lane per centroid slot of a panel); panels
+/// are scanned in increasing order with a strict `<`, and the lanes are merged at the end
+/// preferring the lower index on equal scores, which is the lowest-index tie rule overall.
 pub fn assign_rows(
     x: &[f32],
     centroids: &[f32],
@@ -85,24 +89,42 @@ pub fn assign_rows(
 ) {
     let dim = packed.dim;
     let rows = labels.len();
-    debug_assert_eq!(x.len(), rows * dim);
-    let mut best = vec![f32::INFINITY; rows];
-    labels.fill(0);
-    let panels_per_chunk = (CHUNK_BYTES / (dim * LANES * 4)).max(1);
+    assert_eq!(x.len(), rows * dim);
+    assert_eq!(dist.len(), rows);
+    let mut best_s = vec![f32::INFINITY; rows * LANES];
+    let mut best_i = vec![0i32; rows * LANES];
+    let panels_per_chunk = (CHUNK_BYTES / (dim * LANES * 4)).max(2);
     let n_panels = packed.n_panels();
+    let simd = simd::available();
     let mut p0 = 0;
     while p0 < n_panels {
         let p1 = (p0 + panels_per_chunk).min(n_panels);
         let mut i = 0;
-        while i + TILE_ROWS <= rows {
-            tile::<TILE_ROWS>(x, i, packed, p0, p1, &mut best, labels);
-            i += TILE_ROWS;
-        }
         while i < rows {
-            tile::<1>(x, i, packed, p0, p1, &mut best, labels);
-            i += 1;
+            let r = TILE_ROWS.min(rows - i);
+            if simd {
+                // SAFETY: `available()` checked the CPU for the features the kernel uses, and
+                // the slices it reads were checked against `rows` and `dim` above.
+                unsafe { simd::tile(x, i, r, packed, p0, p1, &mut best_s, &mut best_i) };
+            } else {
+                tile_portable(x, i, r, packed, p0, p1, &mut best_s, &mut best_i);
+            }
+            i += r;
         }
         p0 = p1;
+    }
+    for r in 0..rows {
+        let (s, idx) = (
+            &best_s[r * LANES..(r + 1) * LANES],
+            &best_i[r * LANES..(r + 1) * LANES],
+        );
+        let mut b = 0;
+        for l in 1..LANES {
+            if s[l] < s[b] || (s[l] == s[b] && idx[l] < idx[b]) {
+                b = l;
+            }
+        }
+        labels[r] = idx[b] as u32;
     }
     for (r, (&l, d)) in labels.iter().zip(dist.iter_mut()).enumerate() {
         let c = &centroids[l as usize * dim..(l as usize + 1) * dim];
@@ -110,52 +132,177 @@ pub fn assign_rows(
     }
 }
 
-/// `R` rows against panels `p0..p1`, updating the running best score and index per row.
-#[inline(always)]
-fn tile<const R: usize>(
+/// Rows `i..i + rows` against panels `p0..p1`, without SIMD intrinsics.
+#[allow(clippy::too_many_arguments)]
+fn tile_portable(
     x: &[f32],
     i: usize,
+    rows: usize,
     packed: &Packed,
     p0: usize,
     p1: usize,
-    best: &mut [f32],
-    labels: &mut [u32],
+    best_s: &mut [f32],
+    best_i: &mut [i32],
 ) {
     let dim = packed.dim;
-    let xs: [&[f32]; R] = std::array::from_fn(|r| &x[(i + r) * dim..(i + r + 1) * dim]);
-    for p in p0..p1 {
-        let panel = &packed.panels[p * dim * LANES..(p + 1) * dim * LANES];
-        let mut acc = [[0.0f32; LANES]; R];
-        for (t, col) in panel.chunks_exact(LANES).enumerate() {
-            for r in 0..R {
-                let xv = xs[r][t];
+    for r in i..i + rows {
+        let xr = &x[r * dim..(r + 1) * dim];
+        for p in p0..p1 {
+            let panel = &packed.panels[p * dim * LANES..(p + 1) * dim * LANES];
+            let mut acc = [0.0f32; LANES];
+            for (col, &xv) in panel.chunks_exact(LANES).zip(xr) {
                 for l in 0..LANES {
-                    acc[r][l] += xv * col[l];
+                    acc[l] += xv * col[l];
                 }
             }
-        }
-        let norms = &packed.norms[p * LANES..(p + 1) * LANES];
-        for r in 0..R {
             for l in 0..LANES {
-                let s = norms[l] - 2.0 * acc[r][l];
-                if s < best[i + r] {
-                    best[i + r] = s;
-                    labels[i + r] = (p * LANES + l) as u32;
+                let s = packed.norms[p * LANES + l] - 2.0 * acc[l];
+                if s < best_s[r * LANES + l] {
+                    best_s[r * LANES + l] = s;
+                    best_i[r * LANES + l] = (p * LANES + l) as i32;
                 }
             }
         }
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, Packed, TILE_ROWS};
+
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// Up to `TILE_ROWS` rows against panels `p0..p1`, two panels (16 centroids) at a time:
+    /// eight accumulators of x·c, then a lane-wise min of ‖c‖² − 2·x·c.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `x` must hold rows `i..i + rows` of `packed.dim`
+    /// values and `best_s`/`best_i` `LANES` entries for each of them.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile(
+        x: &[f32],
+        i: usize,
+        rows: usize,
+        packed: &Packed,
+        p0: usize,
+        p1: usize,
+        best_s: &mut [f32],
+        best_i: &mut [i32],
+    ) {
+        let dim = packed.dim;
+        // Short tiles repeat their last row; only the first `rows` results are stored.
+        let xp: [*const f32; TILE_ROWS] =
+            std::array::from_fn(|r| x[(i + r.min(rows - 1)) * dim..].as_ptr());
+        let bsp = best_s[i * LANES..(i + rows) * LANES].as_mut_ptr();
+        let bip = best_i[i * LANES..(i + rows) * LANES].as_mut_ptr();
+        unsafe {
+            let mut bs: [__m256; TILE_ROWS] =
+                std::array::from_fn(|r| _mm256_loadu_ps(bsp.add(r.min(rows - 1) * LANES)));
+            let mut bi: [__m256i; TILE_ROWS] = std::array::from_fn(|r| {
+                _mm256_loadu_si256(bip.add(r.min(rows - 1) * LANES) as *const __m256i)
+            });
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let two = _mm256_set1_ps(2.0);
+            let panels = packed.panels.as_ptr();
+            let norms = packed.norms.as_ptr();
+            let mut p = p0;
+            while p < p1 {
+                let pair = p + 1 < p1;
+                let a = panels.add(p * dim * LANES);
+                let b = if pair { a.add(dim * LANES) } else { a };
+                let mut acc0 = [_mm256_setzero_ps(); TILE_ROWS];
+                let mut acc1 = [_mm256_setzero_ps(); TILE_ROWS];
+                for t in 0..dim {
+                    let ca = _mm256_loadu_ps(a.add(t * LANES));
+                    let cb = _mm256_loadu_ps(b.add(t * LANES));
+                    for r in 0..TILE_ROWS {
+                        let xv = _mm256_broadcast_ss(&*xp[r].add(t));
+                        acc0[r] = _mm256_fmadd_ps(xv, ca, acc0[r]);
+                        acc1[r] = _mm256_fmadd_ps(xv, cb, acc1[r]);
+                    }
+                }
+                let na = _mm256_loadu_ps(norms.add(p * LANES));
+                let ia = _mm256_add_epi32(lane, _mm256_set1_epi32((p * LANES) as i32));
+                for r in 0..TILE_ROWS {
+                    // 2·acc is exact, so the fused form rounds exactly like ‖c‖² − 2·x·c.
+                    let s = _mm256_fnmadd_ps(two, acc0[r], na);
+                    let m = _mm256_cmp_ps::<_CMP_LT_OQ>(s, bs[r]);
+                    bs[r] = _mm256_blendv_ps(bs[r], s, m);
+                    bi[r] = _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(bi[r]),
+                        _mm256_castsi256_ps(ia),
+                        m,
+                    ));
+                }
+                if pair {
+                    let nb = _mm256_loadu_ps(norms.add((p + 1) * LANES));
+                    let ib = _mm256_add_epi32(ia, _mm256_set1_epi32(LANES as i32));
+                    for r in 0..TILE_ROWS {
+                        let s = _mm256_fnmadd_ps(two, acc1[r], nb);
+                        let m = _mm256_cmp_ps::<_CMP_LT_OQ>(s, bs[r]);
+                        bs[r] = _mm256_blendv_ps(bs[r], s, m);
+                        bi[r] = _mm256_castps_si256(_mm256_blendv_ps(
+                            _mm256_castsi256_ps(bi[r]),
+                            _mm256_castsi256_ps(ib),
+                            m,
+                        ));
+                    }
+                }
+                p += if pair { 2 } else { 1 };
+            }
+            for r in 0..rows {
+                _mm256_storeu_ps(bsp.add(r * LANES), bs[r]);
+                _mm256_storeu_si256(bip.add(r * LANES) as *mut __m256i, bi[r]);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod simd {
+    use super::Packed;
+
+    pub fn available() -> bool {
+        false
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile(
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: &Packed,
+        _: usize,
+        _: usize,
+        _: &mut [f32],
+        _: &mut [i32],
+    ) {
+    }
+}
+
 /// Squared Euclidean distance, accumulated in f64 so the reported figure is exact to f32.
+/// Four partial sums in a fixed order let the compiler vectorise without changing the result.
 pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| {
-            let d = x as f64 - y as f64;
-            d * d
-        })
-        .sum::<f64>() as f32
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            let d = x[l] as f64 - y[l] as f64;
+            acc[l] += d * d;
+        }
+    }
+    let mut tail = 0.0;
+    for (&x, &y) in ra.iter().zip(rb) {
+        let d = x as f64 - y as f64;
+        tail += d * d;
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3]) + tail) as f32
 }
 
 /// Per-block result before the ordered reduction.

@@ -268,7 +268,7 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
         .map(|c| {
             schema
                 .field_with_name(c)
-                .map(|f| f.clone())
+                .cloned()
                 .map_err(|_| missing(&files[0], c, &schema))
         })
         .collect::<Result<_>>()?;

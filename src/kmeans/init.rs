@@ -28,18 +28,28 @@ pub fn kmeans_plus_plus(data: &Dataset, k: usize, rng: &mut Rng) -> Vec<f32> {
         .collect();
 
     let mut centroids = Vec::with_capacity(k * dim);
-    let first = pick(data, &blocks, rng.uniform() * data.total_weight(), None);
+    let first = {
+        let bm = block_masses(data, &blocks, None);
+        pick(
+            data,
+            &blocks,
+            &bm,
+            rng.uniform() * data.total_weight(),
+            None,
+        )
+    };
     centroids.extend_from_slice(data.row(first));
 
     let mut closest = vec![0.0f32; data.rows()];
     potentials(data, &blocks, &norms, data.row(first), &mut closest, true);
-    let mut pot = weighted_sum(data, &blocks, &closest);
+    let mut pot: f64 = block_masses(data, &blocks, Some(&closest)).iter().sum();
 
     for _ in 1..k {
+        let bm = block_masses(data, &blocks, Some(&closest));
         let cand: Vec<usize> = (0..trials)
             .map(|_| {
                 let target = rng.uniform() * pot;
-                pick(data, &blocks, target, Some(&closest))
+                pick(data, &blocks, &bm, target, Some(&closest))
             })
             .collect();
         let cand_rows: Vec<f32> = cand
@@ -62,22 +72,34 @@ pub fn kmeans_plus_plus(data: &Dataset, k: usize, rng: &mut Rng) -> Vec<f32> {
     centroids
 }
 
-/// The first row whose running sum of mass (weight, times `closest` when given) reaches
-/// `target` (numpy's `searchsorted`, left), clipped to the last row with positive mass.
-fn pick(data: &Dataset, blocks: &[Block], target: f64, closest: Option<&[f32]>) -> usize {
-    let mass = |b: &Block, w: Option<&[f32]>, r: usize| {
-        w.map_or(1.0, |w| w[r] as f64) * closest.map_or(1.0, |c| c[b.global + r] as f64)
-    };
-    let block_mass: Vec<f64> = blocks
+/// Mass of a row: its weight, times its distance to the chosen centroids when given.
+fn mass(w: Option<&[f32]>, closest: Option<&[f32]>, b: &Block, r: usize) -> f64 {
+    w.map_or(1.0, |w| w[r] as f64) * closest.map_or(1.0, |c| c[b.global + r] as f64)
+}
+
+/// Total mass per block, summed in row order.
+fn block_masses(data: &Dataset, blocks: &[Block], closest: Option<&[f32]>) -> Vec<f64> {
+    blocks
         .par_iter()
         .map(|b| {
             let (_, w) = data.block_view(b);
-            (0..b.len).map(|r| mass(b, w, r)).sum::<f64>()
+            (0..b.len).map(|r| mass(w, closest, b, r)).sum::<f64>()
         })
-        .collect();
+        .collect()
+}
+
+/// The first row whose running sum of mass reaches `target` (numpy's `searchsorted`, left),
+/// clipped to the last row with positive mass.
+fn pick(
+    data: &Dataset,
+    blocks: &[Block],
+    block_mass: &[f64],
+    target: f64,
+    closest: Option<&[f32]>,
+) -> usize {
     let mut acc = 0.0;
     let mut last_positive = 0;
-    for (b, &m) in blocks.iter().zip(&block_mass) {
+    for (b, &m) in blocks.iter().zip(block_mass) {
         if m <= 0.0 {
             continue;
         }
@@ -85,7 +107,7 @@ fn pick(data: &Dataset, blocks: &[Block], target: f64, closest: Option<&[f32]>) 
         if acc + m >= target {
             let mut inner = acc;
             for r in 0..b.len {
-                let mr = mass(b, w, r);
+                let mr = mass(w, closest, b, r);
                 inner += mr;
                 if mr > 0.0 {
                     last_positive = b.global + r;
@@ -94,7 +116,7 @@ fn pick(data: &Dataset, blocks: &[Block], target: f64, closest: Option<&[f32]>) 
                     }
                 }
             }
-        } else if let Some(r) = (0..b.len).rev().find(|&r| mass(b, w, r) > 0.0) {
+        } else if let Some(r) = (0..b.len).rev().find(|&r| mass(w, closest, b, r) > 0.0) {
             last_positive = b.global + r;
         }
         acc += m;
@@ -170,19 +192,6 @@ fn candidate_potentials(
         }
     }
     total
-}
-
-fn weighted_sum(data: &Dataset, blocks: &[Block], v: &[f32]) -> f64 {
-    let parts: Vec<f64> = blocks
-        .par_iter()
-        .map(|b| {
-            let (_, w) = data.block_view(b);
-            (0..b.len)
-                .map(|r| w.map_or(1.0, |w| w[r] as f64) * v[b.global + r] as f64)
-                .sum::<f64>()
-        })
-        .collect();
-    parts.iter().sum()
 }
 
 fn split_by_blocks<'a>(mut v: &'a mut [f32], blocks: &[Block]) -> Vec<&'a mut [f32]> {
