@@ -36,6 +36,24 @@ pub struct FitSummary {
     pub dropped_rows: usize,
     pub empty_clusters: usize,
     pub cluster_sizes: Vec<u64>,
+    /// `--metrics`: mean silhouette on a seeded sample of at most 50,000 rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silhouette: Option<f64>,
+    /// `--metrics`: rows in the silhouette sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silhouette_rows: Option<usize>,
+    /// `--metrics`: Calinski-Harabasz index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calinski_harabasz: Option<f64>,
+    /// `--metrics`: Davies-Bouldin index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub davies_bouldin: Option<f64>,
+    /// `--compare-with`: Adjusted Rand Index against the segment column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ari: Option<f64>,
+    /// `--compare-with`: normalised mutual information against the segment column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nmi: Option<f64>,
 }
 
 /// The `predict --json` object.
@@ -91,6 +109,20 @@ impl FitSummary {
                 " {c:>3}: {n:>9} ({:>4.1}%)",
                 100.0 * n as f64 / total.max(1) as f64
             );
+        }
+        let f3 = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.4}"));
+        if self.silhouette_rows.is_some() {
+            s += &format!(
+                "\nsilhouette {} (on {} rows), Calinski-Harabasz {}, Davies-Bouldin {}",
+                f3(self.silhouette),
+                self.silhouette_rows.unwrap_or(0),
+                self.calinski_harabasz
+                    .map_or("n/a".to_string(), |x| format!("{x:.1}")),
+                f3(self.davies_bouldin)
+            );
+        }
+        if let (Some(ari), Some(nmi)) = (self.ari, self.nmi) {
+            s += &format!("\nagainst the segments: ARI {ari:.4}, NMI {nmi:.4}");
         }
         s += &format!(
             "\ntime: {:.2}s (read {:.2}s, fit {:.2}s, write {:.2}s)\n",

@@ -4,6 +4,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::FitArgs;
+use super::profile::{
+    Analysis, analyse, check_insight_targets, decode_extras, describe_lines, title,
+};
 use super::progress::Bar;
 use crate::backend;
 use crate::error::{Error, Result};
@@ -19,6 +22,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
     for p in [&a.output, &a.centroids, &a.model].into_iter().flatten() {
         check_target(p)?;
     }
+    check_insight_targets(a.profile.as_deref(), &a.insight)?;
     if a.k == 0 {
         return Err(Error::Usage("--k must be at least 1".into()));
     }
@@ -28,8 +32,10 @@ pub fn run(a: &FitArgs) -> Result<()> {
         ids: a.ids.clone(),
         weight: a.weight.clone(),
         drop_invalid: a.drop_invalid,
+        carry: a.insight.carry(),
     };
     let mut table = read_table(&a.inputs, &opts)?;
+    let extras = decode_extras(&table, &a.insight)?;
     let scaler = Scaler::fit(a.scale, &table.data);
     scaler.transform(&mut table.data);
     let init = match a.init.as_str() {
@@ -117,6 +123,29 @@ pub fn run(a: &FitArgs) -> Result<()> {
         };
         out.bytes(p, model.to_json()?.as_bytes())?;
     }
+    let insight = analyse(
+        &Analysis {
+            table: &table,
+            scaler: &scaler,
+            labels: &result.assignment.labels,
+            k: a.k,
+            seed: a.seed,
+            metrics: a.metrics,
+            extras: &extras,
+            insight: &a.insight,
+            profile_path: a.profile.as_deref(),
+            title: title(a.k, &table.files),
+            facts: vec![
+                ("scaling".into(), format!("{:?}", a.scale).to_lowercase()),
+                ("device".into(), info.kind.clone()),
+                (
+                    "inertia (clustered space)".into(),
+                    format!("{:.4e}", result.inertia),
+                ),
+            ],
+        },
+        &mut out,
+    )?;
     out.commit()?;
     let t_write = t2.elapsed().as_secs_f64();
 
@@ -143,16 +172,29 @@ pub fn run(a: &FitArgs) -> Result<()> {
         dropped_rows: table.dropped,
         empty_clusters: result.sizes.iter().filter(|&&s| s == 0).count(),
         cluster_sizes: result.sizes.clone(),
+        silhouette: insight.quality.as_ref().and_then(|q| q.silhouette),
+        silhouette_rows: insight.quality.as_ref().map(|q| q.silhouette_rows),
+        calinski_harabasz: insight.quality.as_ref().and_then(|q| q.calinski_harabasz),
+        davies_bouldin: insight.quality.as_ref().and_then(|q| q.davies_bouldin),
+        ari: insight.comparison.as_ref().map(|c| c.ari),
+        nmi: insight.comparison.as_ref().map(|c| c.nmi),
     };
     if a.run.json {
         println!(
             "{}",
             serde_json::to_string(&summary).map_err(|e| Error::Internal(e.to_string()))?
         );
-    } else if a.output.is_none() {
-        print!("{}", summary.human());
     } else {
-        eprint!("{}", summary.human());
+        let mut text = summary.human();
+        if let Some(p) = &insight.profile {
+            text += "clusters:\n";
+            text += &describe_lines(p);
+        }
+        if a.output.is_none() {
+            print!("{text}");
+        } else {
+            eprint!("{text}");
+        }
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
         ids: a.ids.clone(),
         weight: None,
         drop_invalid: a.drop_invalid,
+        carry: Vec::new(),
     };
     let mut table = read_table(&a.inputs, &opts)?;
     model.scaling.transform(&mut table.data);

@@ -33,6 +33,9 @@ pub struct ReadOptions {
     pub weight: Option<String>,
     /// Skip rows with a null, NaN or infinite feature or weight instead of failing.
     pub drop_invalid: bool,
+    /// Extra columns of any type read alongside the features (for profiles and comparisons),
+    /// left out of the default feature set; nulls in them are kept.
+    pub carry: Vec<String>,
 }
 
 /// A feature table in input units, with what must travel to the outputs.
@@ -44,6 +47,9 @@ pub struct Table {
     /// The `--id` columns of the kept rows, in row order (empty without `--id`).
     pub ids: Vec<RecordBatch>,
     pub id_schema: SchemaRef,
+    /// The `carry` columns of the kept rows, in row order (empty without `carry`).
+    pub carry: Vec<RecordBatch>,
+    pub carry_schema: SchemaRef,
     /// Rows skipped by `drop_invalid`.
     pub dropped: usize,
 }
@@ -139,7 +145,7 @@ fn choose_features(schema: &Schema, opts: &ReadOptions, path: &Path) -> Result<V
             .field_with_name(c)
             .map_err(|_| missing(path, c, schema))
     };
-    for c in opts.ids.iter().chain(&opts.weight) {
+    for c in opts.ids.iter().chain(&opts.weight).chain(&opts.carry) {
         named(c)?;
     }
     let features = match &opts.features {
@@ -171,6 +177,7 @@ fn choose_features(schema: &Schema, opts: &ReadOptions, path: &Path) -> Result<V
                 .iter()
                 .chain(&opts.weight)
                 .chain(&opts.exclude)
+                .chain(&opts.carry)
                 .collect();
             schema
                 .fields()
@@ -273,11 +280,23 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
         })
         .collect::<Result<_>>()?;
     let id_schema = Arc::new(Schema::new(id_fields));
+    let carry_fields: Vec<_> = opts
+        .carry
+        .iter()
+        .map(|c| {
+            schema
+                .field_with_name(c)
+                .cloned()
+                .map_err(|_| missing(&files[0], c, &schema))
+        })
+        .collect::<Result<_>>()?;
+    let carry_schema = Arc::new(Schema::new(carry_fields));
 
     let mut invalid: Vec<Invalid> = (0..dim).map(|_| Invalid::default()).collect();
     let mut invalid_weight = Invalid::default();
     let mut batches = Vec::new();
     let mut ids = Vec::new();
+    let mut carry = Vec::new();
     let mut dropped = 0;
     let mut current = Batch::default();
     let mut builder = Some(first);
@@ -296,6 +315,7 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
             .iter()
             .chain(&opts.ids)
             .chain(&opts.weight)
+            .chain(&opts.carry)
             .collect();
         let roots: Vec<usize> = b
             .schema()
@@ -366,23 +386,10 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
                 );
             }
             if !opts.ids.is_empty() {
-                let cols: Vec<ArrayRef> = opts
-                    .ids
-                    .iter()
-                    .map(|c| {
-                        rb.column_by_name(c)
-                            .cloned()
-                            .ok_or_else(|| missing(path, c, &rb.schema()))
-                    })
-                    .collect::<Result<_>>()?;
-                let mut idb = RecordBatch::try_new(id_schema.clone(), cols)
-                    .map_err(|e| Error::input(path, format!("id columns: {e}")))?;
-                if kept < n {
-                    let mask = BooleanArray::from(keep.clone());
-                    idb = arrow_select::filter::filter_record_batch(&idb, &mask)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                }
-                ids.push(idb);
+                ids.push(kept_columns(&rb, &opts.ids, &id_schema, &keep, path)?);
+            }
+            if !opts.carry.is_empty() {
+                carry.push(kept_columns(&rb, &opts.carry, &carry_schema, &keep, path)?);
             }
             file_row += n;
             if current.values.len() >= BATCH_ROWS * dim {
@@ -441,8 +448,35 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
         data,
         ids,
         id_schema,
+        carry,
+        carry_schema,
         dropped,
     })
+}
+
+/// The columns `names` of a decoded batch, restricted to the kept rows.
+fn kept_columns(
+    rb: &RecordBatch,
+    names: &[String],
+    schema: &SchemaRef,
+    keep: &[bool],
+    path: &Path,
+) -> Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = names
+        .iter()
+        .map(|c| {
+            rb.column_by_name(c)
+                .cloned()
+                .ok_or_else(|| missing(path, c, &rb.schema()))
+        })
+        .collect::<Result<_>>()?;
+    let b = RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| Error::input(path, format!("columns {}: {e}", names.join(", "))))?;
+    if keep.iter().all(|&k| k) {
+        return Ok(b);
+    }
+    let mask = BooleanArray::from(keep.to_vec());
+    arrow_select::filter::filter_record_batch(&b, &mask).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// A column cast to f32. Decimals, integers, half floats and booleans all convert.

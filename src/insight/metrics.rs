@@ -1,0 +1,371 @@
+//! Internal quality of a clustering, as scikit-learn defines it: the silhouette coefficient,
+//! the Calinski–Harabasz index and the Davies–Bouldin index.
+//!
+//! All three are computed in clustered (scaled) space, unweighted, in f64, over the clusters
+//! that have members. Each returns `None` where scikit-learn raises an error: fewer than two
+//! clusters with members, or as many clusters as rows.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::data::Dataset;
+
+/// Rows per block of the parallel passes; fixed, so reductions do not depend on threads.
+const BLOCK: usize = 16 * 1024;
+
+/// The metrics `fit --metrics` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quality {
+    /// Mean silhouette over the sample, in [-1, 1]; higher is better.
+    pub silhouette: Option<f64>,
+    /// Rows the silhouette was computed on.
+    pub silhouette_rows: usize,
+    /// Between- over within-cluster dispersion; higher is better.
+    pub calinski_harabasz: Option<f64>,
+    /// Mean worst-case similarity of each cluster to another; lower is better.
+    pub davies_bouldin: Option<f64>,
+}
+
+/// Every metric for one labelling, with the silhouette on the rows `sample`.
+pub fn quality(data: &Dataset, labels: &[u32], k: usize, sample: &[usize]) -> Quality {
+    let sil = silhouette_many(data, sample, &[(labels, k)]);
+    Quality {
+        silhouette: sil.first().copied().flatten(),
+        silhouette_rows: sample.len(),
+        calinski_harabasz: calinski_harabasz(data, labels, k),
+        davies_bouldin: davies_bouldin(data, labels, k),
+    }
+}
+
+/// The rows `rows` of `data` as one dense f64 matrix.
+pub fn gather(data: &Dataset, rows: &[usize]) -> Vec<f64> {
+    let d = data.dim();
+    let mut out = Vec::with_capacity(rows.len() * d);
+    // Rows are sorted in every caller, but do not rely on it: walk batches per row.
+    let mut starts = Vec::with_capacity(data.batches().len());
+    let mut s = 0;
+    for b in data.batches() {
+        starts.push(s);
+        s += b.rows(d);
+    }
+    for &r in rows {
+        let bi = starts.partition_point(|&st| st <= r) - 1;
+        let b = &data.batches()[bi];
+        let i = r - starts[bi];
+        out.extend(b.values[i * d..(i + 1) * d].iter().map(|&v| v as f64));
+    }
+    out
+}
+
+/// Mean silhouette coefficient of several labellings of the same rows at once, each given as
+/// `(labels of every row, k)`; only the rows in `sample` take part, exactly (O(s² d)).
+///
+/// Distances are computed once per pair and shared by every labelling, which is what makes a
+/// sweep over k affordable. Each row's sums run over the other rows in order, and the mean
+/// runs over the rows in order, so the result does not depend on the thread count.
+pub fn silhouette_many(
+    data: &Dataset,
+    sample: &[usize],
+    labelings: &[(&[u32], usize)],
+) -> Vec<Option<f64>> {
+    let d = data.dim();
+    let s = sample.len();
+    let x = gather(data, sample);
+    // Per labelling: labels of the sample rows, cluster sizes in the sample.
+    let labs: Vec<Vec<u32>> = labelings
+        .iter()
+        .map(|(l, _)| sample.iter().map(|&r| l[r]).collect())
+        .collect();
+    let sizes: Vec<Vec<usize>> = labelings
+        .iter()
+        .zip(&labs)
+        .map(|((_, k), l)| {
+            let mut c = vec![0usize; *k];
+            for &v in l {
+                c[v as usize] += 1;
+            }
+            c
+        })
+        .collect();
+    let valid: Vec<bool> = sizes
+        .iter()
+        .map(|c| {
+            let present = c.iter().filter(|&&n| n > 0).count();
+            present >= 2 && present < s
+        })
+        .collect();
+    let offsets: Vec<usize> = labelings
+        .iter()
+        .scan(0, |acc, (_, k)| {
+            let o = *acc;
+            *acc += k;
+            Some(o)
+        })
+        .collect();
+    let total_k: usize = labelings.iter().map(|(_, k)| k).sum();
+    let per_row: Vec<Vec<f64>> = (0..s)
+        .into_par_iter()
+        .map(|i| {
+            let xi = &x[i * d..(i + 1) * d];
+            let mut dist = vec![0.0f64; s];
+            for (j, dj) in dist.iter_mut().enumerate() {
+                let xj = &x[j * d..(j + 1) * d];
+                let mut acc = 0.0;
+                for t in 0..d {
+                    let v = xi[t] - xj[t];
+                    acc += v * v;
+                }
+                *dj = acc.sqrt();
+            }
+            let mut sums = vec![0.0f64; total_k];
+            for (t, l) in labs.iter().enumerate() {
+                let o = offsets[t];
+                for (j, &dj) in dist.iter().enumerate() {
+                    sums[o + l[j] as usize] += dj;
+                }
+            }
+            labs.iter()
+                .enumerate()
+                .map(|(t, l)| {
+                    let own = l[i] as usize;
+                    let n_own = sizes[t][own];
+                    if n_own <= 1 {
+                        return 0.0;
+                    }
+                    let o = offsets[t];
+                    let a = sums[o + own] / (n_own - 1) as f64;
+                    let b = (0..labelings[t].1)
+                        .filter(|&c| c != own && sizes[t][c] > 0)
+                        .map(|c| sums[o + c] / sizes[t][c] as f64)
+                        .fold(f64::INFINITY, f64::min);
+                    let m = a.max(b);
+                    if m > 0.0 && m.is_finite() {
+                        (b - a) / m
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (0..labelings.len())
+        .map(|t| valid[t].then(|| per_row.iter().map(|r| r[t]).sum::<f64>() / s as f64))
+        .collect()
+}
+
+/// Per-cluster member counts and coordinate sums (f64), reduced over fixed blocks in order.
+fn cluster_sums(data: &Dataset, labels: &[u32], k: usize) -> (Vec<u64>, Vec<f64>) {
+    let d = data.dim();
+    let parts: Vec<(Vec<u64>, Vec<f64>)> = data
+        .blocks(BLOCK)
+        .par_iter()
+        .map(|blk| {
+            let (x, _) = data.block_view(blk);
+            let mut n = vec![0u64; k];
+            let mut s = vec![0.0f64; k * d];
+            for (r, row) in x.chunks_exact(d).enumerate() {
+                let c = labels[blk.global + r] as usize;
+                n[c] += 1;
+                for (a, &v) in s[c * d..(c + 1) * d].iter_mut().zip(row) {
+                    *a += v as f64;
+                }
+            }
+            (n, s)
+        })
+        .collect();
+    let mut n = vec![0u64; k];
+    let mut s = vec![0.0f64; k * d];
+    for (pn, ps) in parts {
+        n.iter_mut().zip(pn).for_each(|(a, b)| *a += b);
+        s.iter_mut().zip(ps).for_each(|(a, b)| *a += b);
+    }
+    (n, s)
+}
+
+/// Per-cluster means; `None` for an empty cluster.
+fn cluster_means(data: &Dataset, labels: &[u32], k: usize) -> (Vec<u64>, Vec<Option<Vec<f64>>>) {
+    let d = data.dim();
+    let (n, s) = cluster_sums(data, labels, k);
+    let means = (0..k)
+        .map(|c| {
+            (n[c] > 0).then(|| {
+                s[c * d..(c + 1) * d]
+                    .iter()
+                    .map(|v| v / n[c] as f64)
+                    .collect()
+            })
+        })
+        .collect();
+    (n, means)
+}
+
+/// Sums over fixed blocks in order of `f(row, label)`.
+fn sum_rows(data: &Dataset, labels: &[u32], f: impl Fn(&[f32], usize) -> f64 + Sync) -> f64 {
+    let d = data.dim();
+    let parts: Vec<f64> = data
+        .blocks(BLOCK)
+        .par_iter()
+        .map(|blk| {
+            let (x, _) = data.block_view(blk);
+            x.chunks_exact(d)
+                .enumerate()
+                .map(|(r, row)| f(row, labels[blk.global + r] as usize))
+                .sum()
+        })
+        .collect();
+    parts.iter().sum()
+}
+
+fn per_cluster_rows(
+    data: &Dataset,
+    labels: &[u32],
+    k: usize,
+    f: impl Fn(&[f32], usize) -> f64 + Sync,
+) -> Vec<f64> {
+    let d = data.dim();
+    let parts: Vec<Vec<f64>> = data
+        .blocks(BLOCK)
+        .par_iter()
+        .map(|blk| {
+            let (x, _) = data.block_view(blk);
+            let mut acc = vec![0.0f64; k];
+            for (r, row) in x.chunks_exact(d).enumerate() {
+                let c = labels[blk.global + r] as usize;
+                acc[c] += f(row, c);
+            }
+            acc
+        })
+        .collect();
+    let mut acc = vec![0.0f64; k];
+    for p in parts {
+        acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    acc
+}
+
+fn sq_dist(row: &[f32], c: &[f64]) -> f64 {
+    row.iter()
+        .zip(c)
+        .map(|(&v, &m)| {
+            let t = v as f64 - m;
+            t * t
+        })
+        .sum()
+}
+
+/// Calinski–Harabasz index (variance ratio criterion).
+pub fn calinski_harabasz(data: &Dataset, labels: &[u32], k: usize) -> Option<f64> {
+    let n = data.rows();
+    let (sizes, means) = cluster_means(data, labels, k);
+    let present = sizes.iter().filter(|&&s| s > 0).count();
+    if present < 2 || present >= n {
+        return None;
+    }
+    let d = data.dim();
+    let mut mean = vec![0.0f64; d];
+    for (c, m) in means.iter().enumerate() {
+        if let Some(m) = m {
+            for (a, &v) in mean.iter_mut().zip(m) {
+                *a += v * sizes[c] as f64;
+            }
+        }
+    }
+    mean.iter_mut().for_each(|a| *a /= n as f64);
+    let extra: f64 = means
+        .iter()
+        .enumerate()
+        .filter_map(|(c, m)| {
+            m.as_ref().map(|m| {
+                let q: f64 = m.iter().zip(&mean).map(|(a, b)| (a - b) * (a - b)).sum();
+                sizes[c] as f64 * q
+            })
+        })
+        .sum();
+    let intra = sum_rows(data, labels, |row, c| match &means[c] {
+        Some(m) => sq_dist(row, m),
+        None => 0.0,
+    });
+    if intra == 0.0 {
+        return Some(1.0);
+    }
+    Some(extra * (n - present) as f64 / (intra * (present - 1) as f64))
+}
+
+/// Davies–Bouldin index.
+pub fn davies_bouldin(data: &Dataset, labels: &[u32], k: usize) -> Option<f64> {
+    let n = data.rows();
+    let (sizes, means) = cluster_means(data, labels, k);
+    let present: Vec<usize> = (0..k).filter(|&c| sizes[c] > 0).collect();
+    if present.len() < 2 || present.len() >= n {
+        return None;
+    }
+    let dist_sums = per_cluster_rows(data, labels, k, |row, c| match &means[c] {
+        Some(m) => sq_dist(row, m).sqrt(),
+        None => 0.0,
+    });
+    let intra: Vec<f64> = present
+        .iter()
+        .map(|&c| dist_sums[c] / sizes[c] as f64)
+        .collect();
+    let cent: Vec<&Vec<f64>> = present.iter().filter_map(|&c| means[c].as_ref()).collect();
+    let m = present.len();
+    let mut cd = vec![0.0f64; m * m];
+    for i in 0..m {
+        for j in 0..m {
+            cd[i * m + j] = cent[i]
+                .iter()
+                .zip(cent[j])
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+                .sqrt();
+        }
+    }
+    // scikit-learn's "allclose to zero": |x| <= 1e-8.
+    if intra.iter().all(|v| v.abs() <= 1e-8) || cd.iter().all(|v| v.abs() <= 1e-8) {
+        return Some(0.0);
+    }
+    let mut total = 0.0;
+    for i in 0..m {
+        let mut worst = f64::NEG_INFINITY;
+        for j in 0..m {
+            let dij = if cd[i * m + j] == 0.0 {
+                f64::INFINITY
+            } else {
+                cd[i * m + j]
+            };
+            worst = worst.max((intra[i] + intra[j]) / dij);
+        }
+        total += worst;
+    }
+    Some(total / m as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_tight_pairs_score_well() {
+        let data = Dataset::from_rows(1, vec![0.0, 1.0, 10.0, 11.0], None);
+        let labels = [0, 0, 1, 1];
+        let q = quality(&data, &labels, 2, &[0, 1, 2, 3]);
+        // a = 1, b = mean(10, 11) = 10.5 for row 0, etc.
+        let s0 = (10.5 - 1.0) / 10.5;
+        let s1 = (9.5 - 1.0) / 9.5;
+        let want = (s0 + s1) / 2.0;
+        assert!((q.silhouette.unwrap() - want).abs() < 1e-12);
+        // extra = 4 * 25 = 100, intra = 4 * 0.25 = 1, (n-k)/(k-1) = 2
+        assert!((q.calinski_harabasz.unwrap() - 200.0).abs() < 1e-9);
+        // intra dists 0.5 each, centroid distance 10
+        assert!((q.davies_bouldin.unwrap() - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_cluster_has_no_score() {
+        let data = Dataset::from_rows(1, vec![0.0, 1.0, 2.0], None);
+        let q = quality(&data, &[0, 0, 0], 2, &[0, 1, 2]);
+        assert_eq!(q.silhouette, None);
+        assert_eq!(q.calinski_harabasz, None);
+        assert_eq!(q.davies_bouldin, None);
+    }
+}
