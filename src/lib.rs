@@ -3,7 +3,8 @@
 //! The layers, from the outside in: [`io`] reads Parquet into a [`data::Dataset`] and writes
 //! results back; [`prep`] scales features; [`kmeans`] is the algorithm, written once against the
 //! [`backend::Backend`] trait; [`backend`] holds the CPU and GPU implementations; [`model`] is
-//! the saved model; [`report`] the summaries; [`cli`] the command line.
+//! the saved model; [`report`] the summaries; [`insight`] profiles, quality metrics, segment
+//! comparison and the choice of k; [`html`] the self-contained report; [`cli`] the command line.
 //!
 //! ```
 //! use lakemeans::backend::cpu::CpuBackend;
@@ -24,6 +25,8 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod html;
+pub mod insight;
 pub mod io;
 pub mod kmeans;
 pub mod model;

@@ -2,7 +2,9 @@
 
 mod fit;
 mod predict;
+mod profile;
 mod progress;
+mod sweep;
 
 use std::path::PathBuf;
 
@@ -34,6 +36,10 @@ pub enum Command {
     Fit(FitArgs),
     /// Assign rows of a table to the clusters of a saved model.
     Predict(PredictArgs),
+    /// Describe clusters: sizes, feature means and medians, z-scores, lifts, descriptions.
+    Profile(profile::ProfileArgs),
+    /// Fit every k of a range and recommend one (silhouette, Calinski-Harabasz, Davies-Bouldin, elbow).
+    Sweep(sweep::SweepArgs),
     /// Write a synthetic audience (Gaussian mixture with known labels) to Parquet.
     Gen(GenArgs),
 }
@@ -112,6 +118,16 @@ pub struct FitArgs {
     /// JSON model with everything `predict` needs.
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// Cluster profiles as a Parquet table at PATH, and as JSON beside it (PATH with the
+    /// extension .json); see `lakemeans profile --help` for what they hold.
+    #[arg(long, value_name = "PATH")]
+    pub profile: Option<PathBuf>,
+    /// Add silhouette (on a seeded sample of at most 50,000 rows), Calinski-Harabasz and
+    /// Davies-Bouldin, all in clustered space, to the summary.
+    #[arg(long)]
+    pub metrics: bool,
+    #[command(flatten)]
+    pub insight: profile::InsightArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -166,6 +182,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => {
             init_threads(a.run.threads)?;
             predict::run(&a)
+        }
+        Command::Profile(a) => {
+            init_threads(a.run.threads)?;
+            profile::run(&a)
+        }
+        Command::Sweep(a) => {
+            init_threads(a.run.threads)?;
+            sweep::run(&a)
         }
         Command::Gen(a) => {
             crate::io::check_target(&a.output)?;
