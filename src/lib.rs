@@ -22,6 +22,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod error;

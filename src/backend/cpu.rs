@@ -12,12 +12,12 @@ use crate::error::Result;
 
 /// Rows per reduction block.
 const BLOCK_ROWS: usize = 2048;
-/// Centroids per packed panel: one 256-bit vector of f32.
-const LANES: usize = 8;
-/// Rows per register tile.
-const TILE_ROWS: usize = 4;
+/// Centroids per packed panel: one 512-bit vector of f32.
+const LANES: usize = 16;
+/// Rows per register tile: the most whose accumulators fit the register file.
+const TILE_ROWS: usize = 8;
 /// Bytes of centroid panels scanned per pass over a block; sized to stay in L1/L2.
-const CHUNK_BYTES: usize = 48 * 1024;
+const CHUNK_BYTES: usize = 24 * 1024;
 /// Memory allowed for block partial sums that are alive at once.
 const PARTIALS_BYTES: usize = 256 << 20;
 
@@ -74,13 +74,78 @@ pub fn dots(x: &[f32], packed: &Packed, out: &mut [f32]) {
     }
 }
 
+/// Instruction sets the kernels are compiled for, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+/// The best instruction set this CPU has. A given machine always takes the same path, so
+/// results stay reproducible there.
+fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    })
+}
+
 /// Nearest centroid of each row of `x` (row-major): writes the winning index and its exact
 /// squared distance. Scores are ‖c‖² − 2·x·c; ties keep the lowest index.
-///
+pub fn assign_rows(
+    x: &[f32],
+    centroids: &[f32],
+    packed: &Packed,
+    labels: &mut [u32],
+    dist: &mut [f32],
+) {
+    let isa = isa();
+    dispatch(isa, || assign_body(isa, x, centroids, packed, labels, dist))
+}
+
+/// Runs `f` inside a function compiled for `isa`, so that everything `f` inlines (distance
+/// loops, f64 sums) is vectorised for it too.
+#[inline(always)]
+fn dispatch<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match isa {
+            // SAFETY: `isa()` checked that the CPU has these features.
+            Isa::Avx512 => return unsafe { avx512(f) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { avx2(f) },
+            Isa::Portable => {}
+        }
+    }
+    f()
+}
+
 /// Each row keeps a running minimum per lane (one lane per centroid slot of a panel); panels
 /// are scanned in increasing order with a strict `<`, and the lanes are merged at the end
 /// preferring the lower index on equal scores, which is the lowest-index tie rule overall.
-pub fn assign_rows(
+#[inline(always)]
+fn assign_body(
+    isa: Isa,
     x: &[f32],
     centroids: &[f32],
     packed: &Packed,
@@ -95,19 +160,48 @@ pub fn assign_rows(
     let mut best_i = vec![0i32; rows * LANES];
     let panels_per_chunk = (CHUNK_BYTES / (dim * LANES * 4)).max(2);
     let n_panels = packed.n_panels();
-    let simd = simd::available();
     let mut p0 = 0;
     while p0 < n_panels {
         let p1 = (p0 + panels_per_chunk).min(n_panels);
+        let tile_rows = if isa == Isa::Avx512 {
+            TILE_ROWS
+        } else {
+            TILE_ROWS / 2
+        };
         let mut i = 0;
         while i < rows {
-            let r = TILE_ROWS.min(rows - i);
-            if simd {
-                // SAFETY: `available()` checked the CPU for the features the kernel uses, and
-                // the slices it reads were checked against `rows` and `dim` above.
-                unsafe { simd::tile(x, i, r, packed, p0, p1, &mut best_s, &mut best_i) };
-            } else {
-                tile_portable(x, i, r, packed, p0, p1, &mut best_s, &mut best_i);
+            let r = tile_rows.min(rows - i);
+            match isa {
+                // SAFETY: `isa` was detected on this CPU, and the slices the kernels read were
+                // checked against `rows` and `dim` above.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe {
+                    simd::tile_avx512::<TILE_ROWS>(
+                        x,
+                        i,
+                        r,
+                        packed,
+                        p0,
+                        p1,
+                        &mut best_s,
+                        &mut best_i,
+                    )
+                },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe {
+                    simd::tile_avx2::<{ TILE_ROWS / 2 }>(
+                        x,
+                        i,
+                        r,
+                        packed,
+                        p0,
+                        p1,
+                        &mut best_s,
+                        &mut best_i,
+                    )
+                },
+                _ => tile_portable(x, i, r, packed, p0, p1, &mut best_s, &mut best_i),
             }
             i += r;
         }
@@ -170,21 +264,24 @@ fn tile_portable(
 mod simd {
     use std::arch::x86_64::*;
 
-    use super::{LANES, Packed, TILE_ROWS};
+    use super::{LANES, Packed};
 
-    pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    /// Pointers to the rows of a tile; short tiles repeat their last row, and only the first
+    /// `rows` results are stored.
+    #[inline(always)]
+    fn row_ptrs<const R: usize>(x: &[f32], i: usize, rows: usize, dim: usize) -> [*const f32; R] {
+        std::array::from_fn(|r| x[(i + r.min(rows - 1)) * dim..].as_ptr())
     }
 
-    /// Up to `TILE_ROWS` rows against panels `p0..p1`, two panels (16 centroids) at a time:
-    /// eight accumulators of x·c, then a lane-wise min of ‖c‖² − 2·x·c.
+    /// Up to `R` rows against panels `p0..p1`, two 16-centroid panels at a time: eight
+    /// 512-bit accumulators of x·c, then a lane-wise min of ‖c‖² − 2·x·c.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA; `x` must hold rows `i..i + rows` of `packed.dim`
-    /// values and `best_s`/`best_i` `LANES` entries for each of them.
-    #[target_feature(enable = "avx2,fma")]
+    /// The CPU must support AVX-512F; `x` must hold rows `i..i + rows` of `packed.dim` values
+    /// and `best_s`/`best_i` `LANES` entries for each of them.
+    #[target_feature(enable = "avx512f,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile(
+    pub unsafe fn tile_avx512<const R: usize>(
         x: &[f32],
         i: usize,
         rows: usize,
@@ -195,19 +292,17 @@ mod simd {
         best_i: &mut [i32],
     ) {
         let dim = packed.dim;
-        // Short tiles repeat their last row; only the first `rows` results are stored.
-        let xp: [*const f32; TILE_ROWS] =
-            std::array::from_fn(|r| x[(i + r.min(rows - 1)) * dim..].as_ptr());
+        let xp = row_ptrs::<R>(x, i, rows, dim);
         let bsp = best_s[i * LANES..(i + rows) * LANES].as_mut_ptr();
         let bip = best_i[i * LANES..(i + rows) * LANES].as_mut_ptr();
         unsafe {
-            let mut bs: [__m256; TILE_ROWS] =
-                std::array::from_fn(|r| _mm256_loadu_ps(bsp.add(r.min(rows - 1) * LANES)));
-            let mut bi: [__m256i; TILE_ROWS] = std::array::from_fn(|r| {
-                _mm256_loadu_si256(bip.add(r.min(rows - 1) * LANES) as *const __m256i)
+            let mut bs: [__m512; R] =
+                std::array::from_fn(|r| _mm512_loadu_ps(bsp.add(r.min(rows - 1) * LANES)));
+            let mut bi: [__m512i; R] = std::array::from_fn(|r| {
+                _mm512_loadu_si512(bip.add(r.min(rows - 1) * LANES) as *const __m512i)
             });
-            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let two = _mm256_set1_ps(2.0);
+            let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let two = _mm512_set1_ps(2.0);
             let panels = packed.panels.as_ptr();
             let norms = packed.norms.as_ptr();
             let mut p = p0;
@@ -215,78 +310,110 @@ mod simd {
                 let pair = p + 1 < p1;
                 let a = panels.add(p * dim * LANES);
                 let b = if pair { a.add(dim * LANES) } else { a };
-                let mut acc0 = [_mm256_setzero_ps(); TILE_ROWS];
-                let mut acc1 = [_mm256_setzero_ps(); TILE_ROWS];
+                let mut acc0 = [_mm512_setzero_ps(); R];
+                let mut acc1 = [_mm512_setzero_ps(); R];
                 for t in 0..dim {
-                    let ca = _mm256_loadu_ps(a.add(t * LANES));
-                    let cb = _mm256_loadu_ps(b.add(t * LANES));
-                    for r in 0..TILE_ROWS {
-                        let xv = _mm256_broadcast_ss(&*xp[r].add(t));
-                        acc0[r] = _mm256_fmadd_ps(xv, ca, acc0[r]);
-                        acc1[r] = _mm256_fmadd_ps(xv, cb, acc1[r]);
+                    let ca = _mm512_loadu_ps(a.add(t * LANES));
+                    let cb = _mm512_loadu_ps(b.add(t * LANES));
+                    for r in 0..R {
+                        let xv = _mm512_set1_ps(*xp[r].add(t));
+                        acc0[r] = _mm512_fmadd_ps(xv, ca, acc0[r]);
+                        acc1[r] = _mm512_fmadd_ps(xv, cb, acc1[r]);
                     }
                 }
-                let na = _mm256_loadu_ps(norms.add(p * LANES));
-                let ia = _mm256_add_epi32(lane, _mm256_set1_epi32((p * LANES) as i32));
-                for r in 0..TILE_ROWS {
-                    // 2·acc is exact, so the fused form rounds exactly like ‖c‖² − 2·x·c.
-                    let s = _mm256_fnmadd_ps(two, acc0[r], na);
-                    let m = _mm256_cmp_ps::<_CMP_LT_OQ>(s, bs[r]);
-                    bs[r] = _mm256_blendv_ps(bs[r], s, m);
-                    bi[r] = _mm256_castps_si256(_mm256_blendv_ps(
-                        _mm256_castsi256_ps(bi[r]),
-                        _mm256_castsi256_ps(ia),
-                        m,
-                    ));
+                let count = if pair { 2 } else { 1 };
+                for (h, acc) in [acc0, acc1].iter().take(count).enumerate() {
+                    let n = _mm512_loadu_ps(norms.add((p + h) * LANES));
+                    let idx = _mm512_add_epi32(lane, _mm512_set1_epi32(((p + h) * LANES) as i32));
+                    for r in 0..R {
+                        // 2·acc is exact, so the fused form rounds exactly like ‖c‖² − 2·x·c.
+                        let s = _mm512_fnmadd_ps(two, acc[r], n);
+                        let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(s, bs[r]);
+                        bs[r] = _mm512_mask_blend_ps(m, bs[r], s);
+                        bi[r] = _mm512_mask_blend_epi32(m, bi[r], idx);
+                    }
                 }
-                if pair {
-                    let nb = _mm256_loadu_ps(norms.add((p + 1) * LANES));
-                    let ib = _mm256_add_epi32(ia, _mm256_set1_epi32(LANES as i32));
-                    for r in 0..TILE_ROWS {
-                        let s = _mm256_fnmadd_ps(two, acc1[r], nb);
-                        let m = _mm256_cmp_ps::<_CMP_LT_OQ>(s, bs[r]);
-                        bs[r] = _mm256_blendv_ps(bs[r], s, m);
-                        bi[r] = _mm256_castps_si256(_mm256_blendv_ps(
-                            _mm256_castsi256_ps(bi[r]),
-                            _mm256_castsi256_ps(ib),
+                p += count;
+            }
+            for r in 0..rows {
+                _mm512_storeu_ps(bsp.add(r * LANES), bs[r]);
+                _mm512_storeu_si512(bip.add(r * LANES) as *mut __m512i, bi[r]);
+            }
+        }
+    }
+
+    /// The same on 256-bit registers: one 16-centroid panel as two halves.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; otherwise as [`tile_avx512`].
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile_avx2<const R: usize>(
+        x: &[f32],
+        i: usize,
+        rows: usize,
+        packed: &Packed,
+        p0: usize,
+        p1: usize,
+        best_s: &mut [f32],
+        best_i: &mut [i32],
+    ) {
+        let dim = packed.dim;
+        let xp = row_ptrs::<R>(x, i, rows, dim);
+        let bsp = best_s[i * LANES..(i + rows) * LANES].as_mut_ptr();
+        let bip = best_i[i * LANES..(i + rows) * LANES].as_mut_ptr();
+        unsafe {
+            let load_s =
+                |r: usize, h: usize| _mm256_loadu_ps(bsp.add(r.min(rows - 1) * LANES + h * 8));
+            let load_i = |r: usize, h: usize| {
+                _mm256_loadu_si256(bip.add(r.min(rows - 1) * LANES + h * 8) as *const __m256i)
+            };
+            let mut bs: [[__m256; 2]; R] = std::array::from_fn(|r| [load_s(r, 0), load_s(r, 1)]);
+            let mut bi: [[__m256i; 2]; R] = std::array::from_fn(|r| [load_i(r, 0), load_i(r, 1)]);
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let two = _mm256_set1_ps(2.0);
+            let panels = packed.panels.as_ptr();
+            let norms = packed.norms.as_ptr();
+            for p in p0..p1 {
+                let a = panels.add(p * dim * LANES);
+                let mut acc = [[_mm256_setzero_ps(); 2]; R];
+                for t in 0..dim {
+                    let lo = _mm256_loadu_ps(a.add(t * LANES));
+                    let hi = _mm256_loadu_ps(a.add(t * LANES + 8));
+                    for r in 0..R {
+                        let xv = _mm256_broadcast_ss(&*xp[r].add(t));
+                        acc[r][0] = _mm256_fmadd_ps(xv, lo, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(xv, hi, acc[r][1]);
+                    }
+                }
+                for h in 0..2 {
+                    let n = _mm256_loadu_ps(norms.add(p * LANES + h * 8));
+                    let idx = _mm256_add_epi32(lane, _mm256_set1_epi32((p * LANES + h * 8) as i32));
+                    for r in 0..R {
+                        let s = _mm256_fnmadd_ps(two, acc[r][h], n);
+                        let m = _mm256_cmp_ps::<_CMP_LT_OQ>(s, bs[r][h]);
+                        bs[r][h] = _mm256_blendv_ps(bs[r][h], s, m);
+                        bi[r][h] = _mm256_castps_si256(_mm256_blendv_ps(
+                            _mm256_castsi256_ps(bi[r][h]),
+                            _mm256_castsi256_ps(idx),
                             m,
                         ));
                     }
                 }
-                p += if pair { 2 } else { 1 };
             }
             for r in 0..rows {
-                _mm256_storeu_ps(bsp.add(r * LANES), bs[r]);
-                _mm256_storeu_si256(bip.add(r * LANES) as *mut __m256i, bi[r]);
+                for h in 0..2 {
+                    _mm256_storeu_ps(bsp.add(r * LANES + h * 8), bs[r][h]);
+                    _mm256_storeu_si256(bip.add(r * LANES + h * 8) as *mut __m256i, bi[r][h]);
+                }
             }
         }
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-mod simd {
-    use super::Packed;
-
-    pub fn available() -> bool {
-        false
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile(
-        _: &[f32],
-        _: usize,
-        _: usize,
-        _: &Packed,
-        _: usize,
-        _: usize,
-        _: &mut [f32],
-        _: &mut [i32],
-    ) {
-    }
-}
-
 /// Squared Euclidean distance, accumulated in f64 so the reported figure is exact to f32.
 /// Four partial sums in a fixed order let the compiler vectorise without changing the result.
+#[inline(always)]
 pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f64; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
@@ -431,6 +558,7 @@ impl Backend for CpuBackend<'_> {
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn accumulate(
     x: &[f32],
     w: Option<&[f32]>,

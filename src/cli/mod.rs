@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and one module per subcommand.
 
+mod bench;
 mod fit;
 mod predict;
 mod profile;
@@ -42,6 +43,46 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Write a synthetic audience (Gaussian mixture with known labels) to Parquet.
     Gen(GenArgs),
+    /// List the GPU adapters lakemeans can use, with their key limits.
+    Devices(DevicesArgs),
+    /// Time Lloyd iterations over a fixed matrix of workloads, to compare hardware.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Print the adapters as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The default matrix is n in 100k, 1M, 10M; d in 8, 32, 128, 256; k in 8, 64, 1024, 20000. \
+    Workloads run smallest first; one is skipped when its data would exceed --max-gb or when the \
+    fastest throughput measured so far predicts more than --budget-seconds per iteration."
+)]
+pub struct BenchArgs {
+    /// Rows to test instead of the default matrix's.
+    #[arg(long = "n", value_delimiter = ',', value_name = "N,...")]
+    pub rows: Option<Vec<usize>>,
+    /// Dimensions to test instead of the default matrix's.
+    #[arg(long = "d", value_delimiter = ',', value_name = "D,...")]
+    pub dims: Option<Vec<usize>>,
+    /// Cluster counts to test instead of the default matrix's.
+    #[arg(long = "k", value_delimiter = ',', value_name = "K,...")]
+    pub ks: Option<Vec<usize>>,
+    /// Timed iterations per workload, after one warm-up; the median is reported.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub iters: usize,
+    /// Skip workloads predicted to take longer than this per iteration.
+    #[arg(long, default_value_t = 5.0, value_name = "S")]
+    pub budget_seconds: f64,
+    /// Largest generated feature matrix in GB [default: a quarter of memory]
+    #[arg(long, value_name = "GB")]
+    pub max_gb: Option<f64>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Options shared by every command that runs k-means passes.
@@ -190,6 +231,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep(a) => {
             init_threads(a.run.threads)?;
             sweep::run(&a)
+        }
+        Command::Devices(a) => bench::devices(&a),
+        Command::Bench(a) => {
+            init_threads(a.run.threads)?;
+            bench::run(&a)
         }
         Command::Gen(a) => {
             crate::io::check_target(&a.output)?;
