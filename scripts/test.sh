@@ -17,6 +17,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The HTML report test renders reports in headless Chromium; it fails, saying why, without one.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "test.sh: installing chromium (headless browser for the HTML report test)" >&2
+  sudo=""
+  [[ $(id -u) == 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
 cargo test --release --locked

@@ -22,7 +22,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
     for p in [&a.output, &a.centroids, &a.model].into_iter().flatten() {
         check_target(p)?;
     }
-    check_insight_targets(a.profile.as_deref(), &a.insight)?;
+    check_insight_targets(a.profile.as_deref(), &a.insight, false)?;
     if a.k == 0 {
         return Err(Error::Usage("--k must be at least 1".into()));
     }
@@ -36,6 +36,8 @@ pub fn run(a: &FitArgs) -> Result<()> {
     };
     let mut table = read_table(&a.inputs, &opts)?;
     let extras = decode_extras(&table, &a.insight)?;
+    // Profiles are in input units: keep the rows as read (only when one is wanted).
+    let raw = (a.profile.is_some() || a.insight.report.is_some()).then(|| table.data.clone());
     let scaler = Scaler::fit(a.scale, &table.data);
     scaler.transform(&mut table.data);
     let init = match a.init.as_str() {
@@ -126,7 +128,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
     let insight = analyse(
         &Analysis {
             table: &table,
-            scaler: &scaler,
+            raw: raw.as_ref(),
             labels: &result.assignment.labels,
             k: a.k,
             seed: a.seed,

@@ -13,6 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::RunArgs;
 use crate::backend;
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::html;
 use crate::insight::compare::{Comparison, compare};
@@ -150,7 +151,12 @@ pub fn sidecar(path: &Path) -> Result<PathBuf> {
 }
 
 /// Checks every output path of the insight steps before any work.
-pub fn check_insight_targets(profile_path: Option<&Path>, insight: &InsightArgs) -> Result<()> {
+/// `shown`: the profile reaches the user anyway (the `profile` command prints it).
+pub fn check_insight_targets(
+    profile_path: Option<&Path>,
+    insight: &InsightArgs,
+    shown: bool,
+) -> Result<()> {
     if let Some(p) = profile_path {
         check_target(p)?;
         check_target(&sidecar(p)?)?;
@@ -158,7 +164,8 @@ pub fn check_insight_targets(profile_path: Option<&Path>, insight: &InsightArgs)
     if let Some(r) = &insight.report {
         check_target(r)?;
     }
-    if !insight.describe.is_empty() && profile_path.is_none() && insight.report.is_none() {
+    if !shown && !insight.describe.is_empty() && profile_path.is_none() && insight.report.is_none()
+    {
         return Err(Error::Usage(
             "--describe needs somewhere to show the result: give --profile/--output or --report"
                 .into(),
@@ -192,7 +199,8 @@ pub fn decode_extras(table: &Table, insight: &InsightArgs) -> Result<Extras> {
 pub struct Analysis<'a> {
     /// Rows in clustered space.
     pub table: &'a Table,
-    pub scaler: &'a Scaler,
+    /// The same rows in input units, when a profile or report is wanted.
+    pub raw: Option<&'a Dataset>,
     pub labels: &'a [u32],
     pub k: usize,
     pub seed: u64,
@@ -231,10 +239,14 @@ pub fn analyse(a: &Analysis, out: &mut Outputs) -> Result<Analysed> {
         None => None,
     };
     let want_profile = a.profile_path.is_some() || a.insight.report.is_some();
-    let profile = want_profile.then(|| {
+    let profile = match (want_profile, a.raw) {
+        (false, _) => None,
+        (true, None) => return Err(Error::Internal("profile without input-unit rows".into())),
+        (true, Some(raw)) => Some(raw),
+    }
+    .map(|raw| {
         let mut p = profile(&ProfileInput {
-            data,
-            scaler: a.scaler,
+            data: raw,
             features: &a.table.features,
             labels: a.labels,
             k: a.k,
@@ -356,7 +368,7 @@ fn read_labels(path: &Path) -> Result<Vec<u32>> {
 
 pub fn run(a: &ProfileArgs) -> Result<()> {
     let t0 = Instant::now();
-    check_insight_targets(a.output.as_deref(), &a.insight)?;
+    check_insight_targets(a.output.as_deref(), &a.insight, true)?;
     let model = a.model.as_ref().map(|m| Model::load(m)).transpose()?;
     let opts = ReadOptions {
         features: match &model {
@@ -371,6 +383,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
     };
     let mut table = read_table(&a.inputs, &opts)?;
     let extras = decode_extras(&table, &a.insight)?;
+    let raw = table.data.clone();
     let (scaler, labels, k, device) = match &model {
         Some(m) => {
             m.scaling.transform(&mut table.data);
@@ -414,7 +427,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
     let done = analyse(
         &Analysis {
             table: &table,
-            scaler: &scaler,
+            raw: Some(&raw),
             labels: &labels,
             k,
             seed: a.seed,
@@ -432,8 +445,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         Some(p) => p,
         None => {
             let mut p = profile(&ProfileInput {
-                data: &table.data,
-                scaler: &scaler,
+                data: &raw,
                 features: &table.features,
                 labels: &labels,
                 k,

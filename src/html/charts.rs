@@ -82,6 +82,27 @@ pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     out
 }
 
+/// Labels for `ticks`, all with the same number of decimals (enough for the step).
+pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
+    let step = ticks
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(f64::INFINITY, f64::min);
+    let big = ticks.iter().map(|t| t.abs()).fold(0.0f64, f64::max);
+    if !step.is_finite() || big >= 1000.0 || step <= 0.0 {
+        return ticks.iter().map(|&t| fmt_num(t)).collect();
+    }
+    let mut dec = 0usize;
+    while dec < 6 {
+        let m = step * 10f64.powi(dec as i32);
+        if (m.round() - m).abs() <= 1e-6 {
+            break;
+        }
+        dec += 1;
+    }
+    ticks.iter().map(|t| format!("{t:.dec$}")).collect()
+}
+
 fn text(x: f64, y: f64, anchor: &str, size: f64, fill: &str, extra: &str, body: &str) -> String {
     format!(
         r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}" font-size="{size}" fill="{fill}"{extra}>{}</text>"#,
@@ -105,13 +126,13 @@ pub fn size_bars(items: &[(String, f64, f64)]) -> String {
         r#"<svg class="chart" viewBox="0 0 {w:.0} {h:.0}" width="{w:.0}" height="{h:.0}" role="img" aria-label="Cluster sizes">"#
     );
     let axis_y = top + row_h * items.len() as f64;
-    for t in &ticks {
+    for (t, lab) in ticks.iter().zip(tick_labels(&ticks)) {
         let _ = write!(
             s,
             r#"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{axis_y:.1}" stroke="{GRID}"/>"#,
             x(*t)
         );
-        s += &text(x(*t), axis_y + 18.0, "middle", 12.0, AXIS, "", &fmt_num(*t));
+        s += &text(x(*t), axis_y + 18.0, "middle", 12.0, AXIS, "", &lab);
     }
     for (i, (label, v, share)) in items.iter().enumerate() {
         let y = top + row_h * i as f64;
@@ -169,7 +190,7 @@ pub fn heatmap(rows: &[String], cols: &[String], z: &[Vec<Option<f64>>]) -> Stri
     let head_h = 110.0;
     let w = label_w + cell_w * cols.len() as f64 + 40.0;
     let w = w.max(560.0);
-    let h = head_h + cell_h * rows.len() as f64 + 80.0;
+    let h = head_h + cell_h * rows.len() as f64 + 96.0;
     let mut s = format!(
         r#"<svg class="chart" viewBox="0 0 {w:.0} {h:.0}" width="{w:.0}" height="{h:.0}" role="img" aria-label="Feature z-scores per cluster">"#
     );
@@ -249,8 +270,8 @@ pub fn heatmap(rows: &[String], cols: &[String], z: &[Vec<Option<f64>>]) -> Stri
         );
     }
     s += &text(
-        lx + lw + 16.0,
-        ly + 10.0,
+        lx,
+        ly + 48.0,
         "start",
         12.0,
         AXIS,
@@ -291,31 +312,23 @@ pub fn scatter(p: &Projection, names: &[String]) -> String {
     let mut s = format!(
         r#"<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="PCA projection of a sample, coloured by cluster">"#
     );
-    for v in &xt {
+    for (v, lab) in xt.iter().zip(tick_labels(&xt)) {
         let _ = write!(
             s,
             r#"<line x1="{0:.1}" y1="{t}" x2="{0:.1}" y2="{1:.1}" stroke="{GRID}"/>"#,
             sx(*v),
             t + ph
         );
-        s += &text(
-            sx(*v),
-            t + ph + 18.0,
-            "middle",
-            12.0,
-            AXIS,
-            "",
-            &fmt_num(*v),
-        );
+        s += &text(sx(*v), t + ph + 18.0, "middle", 12.0, AXIS, "", &lab);
     }
-    for v in &yt {
+    for (v, lab) in yt.iter().zip(tick_labels(&yt)) {
         let _ = write!(
             s,
             r#"<line x1="{l}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="{GRID}"/>"#,
             sy(*v),
             l + pw
         );
-        s += &text(l - 8.0, sy(*v) + 4.0, "end", 12.0, AXIS, "", &fmt_num(*v));
+        s += &text(l - 8.0, sy(*v) + 4.0, "end", 12.0, AXIS, "", &lab);
     }
     let _ = write!(
         s,
@@ -438,14 +451,14 @@ pub fn line_chart(
         escape(title)
     );
     s += &text(l, 20.0, "start", 14.0, INK, r#" font-weight="600""#, title);
-    for v in &yt {
+    for (v, lab) in yt.iter().zip(tick_labels(&yt)) {
         let _ = write!(
             s,
             r#"<line x1="{l}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="{GRID}"/>"#,
             sy(*v),
             l + pw
         );
-        s += &text(l - 8.0, sy(*v) + 4.0, "end", 11.0, AXIS, "", &fmt_num(*v));
+        s += &text(l - 8.0, sy(*v) + 4.0, "end", 11.0, AXIS, "", &lab);
     }
     let every = xs.len().div_ceil(12).max(1);
     for (i, &x) in xs.iter().enumerate() {
@@ -544,7 +557,7 @@ mod tests {
         assert_eq!(t.first(), Some(&0.0));
         assert!(*t.last().unwrap() >= 97.0);
         assert_eq!(t[1] - t[0], 20.0);
-        assert_eq!(nice_ticks(3.0, 3.0, 5).len() >= 2, true);
+        assert!(nice_ticks(3.0, 3.0, 5).len() >= 2);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub fn fmt_num(v: f64) -> String {
         format!("{v:.1}")
     } else if a >= 0.01 {
         format!("{v:.2}")
+    } else if a >= 0.0001 {
+        format!("{v:.4}")
     } else {
         format!("{v:.3e}")
     }
@@ -490,7 +492,7 @@ pub fn sweep_report(
     }
     let _ = write!(
         b,
-        "</div><div class=\"reason\">{}</div></section>\n",
+        "</div><div class=\"reason\">{}</div></section>",
         escape(&s.reason)
     );
     b += "<section><h2>How the metrics change with k</h2><p class=\"note\">The dashed line marks the recommended k. \

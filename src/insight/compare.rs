@@ -54,11 +54,11 @@ pub fn adjusted_rand(t: &Contingency) -> f64 {
     // Pair counts as in scikit-learn's pair_confusion_matrix (each pair counted twice).
     let mut by_col = 0i128;
     let mut by_row = 0i128;
-    for r in 0..t.rows {
-        for c in 0..t.cols {
+    for (r, &rsum) in rs.iter().enumerate() {
+        for (c, &csum) in cs.iter().enumerate() {
             let v = t.get(r, c) as i128;
-            by_col += v * cs[c];
-            by_row += v * rs[r];
+            by_col += v * csum;
+            by_row += v * rsum;
         }
     }
     let tp = sum_sq - n;
@@ -95,14 +95,14 @@ pub fn mutual_info(t: &Contingency) -> f64 {
         return 0.0;
     }
     let mut mi = 0.0;
-    for r in 0..t.rows {
-        for c in 0..t.cols {
+    for (r, &rsum) in rs.iter().enumerate() {
+        for (c, &csum) in cs.iter().enumerate() {
             let v = t.get(r, c);
             if v == 0 {
                 continue;
             }
             let p = v as f64 / n;
-            let outer = rs[r] as f64 * cs[c] as f64;
+            let outer = rsum as f64 * csum as f64;
             mi += p * ((v as f64).ln() - n.ln()) + p * (2.0 * n.ln() - outer.ln());
         }
     }

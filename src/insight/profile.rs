@@ -19,7 +19,6 @@ use super::metrics::Quality;
 use super::{Extra, ExtraValues, cap_levels};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::prep::Scaler;
 
 /// Distinguishing features listed per cluster, at least (when there are that many features).
 pub const MIN_DISTINGUISHING: usize = 3;
@@ -116,10 +115,8 @@ pub struct Profile {
 
 /// What a profile is computed from.
 pub struct ProfileInput<'a> {
-    /// Rows in clustered space.
+    /// Rows in input units (before any scaling).
     pub data: &'a Dataset,
-    /// Maps clustered space back to input units.
-    pub scaler: &'a Scaler,
     pub features: &'a [String],
     /// One cluster per row, below `k`.
     pub labels: &'a [u32],
@@ -127,6 +124,10 @@ pub struct ProfileInput<'a> {
     /// Extra columns to describe, aligned with the rows.
     pub describe: &'a [Extra],
 }
+
+/// A categorical column tallied: name, levels, per-cluster (weight, rows) per level, and the
+/// population's weight per level.
+type Categorical = (String, Vec<String>, Vec<Vec<(f64, u64)>>, Vec<f64>);
 
 /// Statistics of one numeric column: per cluster, and for the population.
 struct ColumnStats {
@@ -287,11 +288,10 @@ pub fn profile(input: &ProfileInput) -> Profile {
     let feature_stats: Vec<ColumnStats> = (0..d)
         .into_par_iter()
         .map(|j| {
-            let (o, s) = (input.scaler.offset[j], input.scaler.scale[j]);
             let vals: Vec<f64> = data
                 .batches()
                 .iter()
-                .flat_map(|b| b.values.chunks_exact(d).map(move |r| r[j] as f64 * s + o))
+                .flat_map(|b| b.values.chunks_exact(d).map(move |r| r[j] as f64))
                 .collect();
             column_stats(&input.features[j], &vals, input.labels, k, wts)
         })
@@ -308,7 +308,7 @@ pub fn profile(input: &ProfileInput) -> Profile {
         })
         .collect();
     // Per categorical column: levels, per-cluster weights and rows, population weights.
-    let categorical: Vec<(String, Vec<String>, Vec<Vec<(f64, u64)>>, Vec<f64>)> = input
+    let categorical: Vec<Categorical> = input
         .describe
         .iter()
         .filter_map(|e| match &e.values {

@@ -58,6 +58,7 @@ pub struct Segments<'a> {
 }
 
 /// Fits every k in `ks` with the settings of `base` (its `k` is ignored), reusing `backend`.
+#[allow(clippy::too_many_arguments)]
 pub fn sweep(
     data: &Dataset,
     backend: &mut dyn Backend,
@@ -171,7 +172,7 @@ pub fn elbow(points: &[SweepPoint]) -> Option<usize> {
         .iter()
         .map(|p| p.inertia)
         .fold(f64::INFINITY, f64::min);
-    if !(hi > lo) || k1 <= k0 {
+    if hi <= lo || hi.is_nan() || lo.is_nan() || k1 <= k0 {
         return None;
     }
     let (y0, y1) = (points[0].inertia, points[points.len() - 1].inertia);
