@@ -39,6 +39,7 @@ def main():
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args()
     work = a.workdir or tempfile.mkdtemp(prefix="lakemeans-peers-")
+    os.makedirs(work, exist_ok=True)
     py = sys.executable
     summary = []
     for name in a.workloads.split(","):

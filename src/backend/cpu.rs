@@ -18,8 +18,6 @@ const LANES: usize = 16;
 const TILE_ROWS: usize = 8;
 /// Bytes of centroid panels scanned per pass over a block; sized to stay in L1/L2.
 const CHUNK_BYTES: usize = 24 * 1024;
-/// Memory allowed for block partial sums that are alive at once.
-const PARTIALS_BYTES: usize = 256 << 20;
 
 /// Centroids packed for the distance kernel: panels of `LANES` centroids, transposed so one
 /// feature of eight centroids is one contiguous vector.
@@ -475,7 +473,9 @@ impl Backend for CpuBackend<'_> {
         let dim = self.data.dim();
         let packed = Packed::new(centroids, k, dim);
         let acc_len = if update { k * dim } else { 0 };
-        let wave = (PARTIALS_BYTES / ((acc_len + 2 * k) * 8).max(1)).clamp(1, 256);
+        // Blocks in flight at once. Partials are still added in block order, so this may follow
+        // the thread count without changing a bit of the result; it only bounds memory.
+        let wave = 2 * rayon::current_num_threads();
         let first = !self.assigned;
         let mut total = Partial {
             sums: vec![0.0; acc_len],

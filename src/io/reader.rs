@@ -10,15 +10,17 @@ use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
+use rayon::prelude::*;
 
 use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 
 /// Rows decoded per Arrow batch.
-const DECODE_ROWS: usize = 64 * 1024;
-/// Rows per dataset batch; large enough that per-batch overheads vanish.
-const BATCH_ROWS: usize = 1 << 20;
+const DECODE_ROWS: usize = 8 * 1024;
 
 /// Which columns to read and what to do with bad rows.
 #[derive(Debug, Clone, Default)]
@@ -233,6 +235,16 @@ impl Invalid {
     fn total(&self) -> usize {
         self.nulls + self.nans + self.infs + self.negative
     }
+    /// Adds the counts of a later file; the first bad row stays the earliest one.
+    fn merge(&mut self, other: Invalid) {
+        self.nulls += other.nulls;
+        self.nans += other.nans;
+        self.infs += other.infs;
+        self.negative += other.negative;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
     fn note(&mut self, path: &Path, row: usize) {
         if self.first.is_none() {
             self.first = Some((path.to_path_buf(), row));
@@ -298,7 +310,6 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
     let mut ids = Vec::new();
     let mut carry = Vec::new();
     let mut dropped = 0;
-    let mut current = Batch::default();
     let mut builder = Some(first);
     for path in &files {
         let b = match builder.take() {
@@ -311,94 +322,17 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
                 format!("schema differs from {}: {diff}", files[0].display()),
             ));
         }
-        let wanted: Vec<&String> = features
-            .iter()
-            .chain(&opts.ids)
-            .chain(&opts.weight)
-            .chain(&opts.carry)
-            .collect();
-        let roots: Vec<usize> = b
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| wanted.contains(&f.name()))
-            .map(|(i, _)| i)
-            .collect();
-        let file_rows = b.metadata().file_metadata().num_rows().max(0) as usize;
-        let mask = ProjectionMask::roots(b.parquet_schema(), roots);
-        let reader = b
-            .with_projection(mask)
-            .with_batch_size(DECODE_ROWS)
-            .build()
-            .map_err(|e| Error::input(path, format!("cannot read ({e})")))?;
-        let mut file_row = 0;
-        for rb in reader {
-            let rb = rb.map_err(|e| {
-                Error::input(
-                    path,
-                    format!("cannot decode row group data ({e}); is the file truncated?"),
-                )
-            })?;
-            let n = rb.num_rows();
-            let mut keep = vec![true; n];
-            let mut cols = Vec::with_capacity(dim);
-            for (j, name) in features.iter().enumerate() {
-                let col = column_f32(&rb, name, path)?;
-                check_values(&col, &mut keep, &mut invalid[j], path, file_row, false);
-                cols.push(col);
-            }
-            let weights = match &opts.weight {
-                Some(w) => {
-                    let col = column_f32(&rb, w, path)?;
-                    check_values(&col, &mut keep, &mut invalid_weight, path, file_row, true);
-                    Some(col)
-                }
-                None => None,
-            };
-            let kept = keep.iter().filter(|&&k| k).count();
-            dropped += n - kept;
-            if current.values.capacity() == 0 {
-                // Reserve the whole batch at once: growing by doubling would double peak memory.
-                current
-                    .values
-                    .reserve(BATCH_ROWS.min(file_rows - file_row).max(kept) * dim);
-            }
-            let start = current.values.len();
-            current.values.resize(start + kept * dim, 0.0);
-            for (j, col) in cols.iter().enumerate() {
-                let vals = col.values();
-                let mut r_out = 0;
-                for (r, &k) in keep.iter().enumerate() {
-                    if k {
-                        current.values[start + r_out * dim + j] = vals[r];
-                        r_out += 1;
-                    }
-                }
-            }
-            if let Some(wcol) = &weights {
-                let w = current.weights.get_or_insert_with(Vec::new);
-                w.extend(
-                    keep.iter()
-                        .zip(wcol.values())
-                        .filter(|(k, _)| **k)
-                        .map(|(_, &v)| v),
-                );
-            }
-            if !opts.ids.is_empty() {
-                ids.push(kept_columns(&rb, &opts.ids, &id_schema, &keep, path)?);
-            }
-            if !opts.carry.is_empty() {
-                carry.push(kept_columns(&rb, &opts.carry, &carry_schema, &keep, path)?);
-            }
-            file_row += n;
-            if current.values.len() >= BATCH_ROWS * dim {
-                batches.push(std::mem::take(&mut current));
-            }
+        let part = read_file(path, &b, &features, opts, &id_schema, &carry_schema)?;
+        for (acc, inv) in invalid.iter_mut().zip(part.invalid) {
+            acc.merge(inv);
         }
-    }
-    if !current.values.is_empty() {
-        batches.push(current);
+        invalid_weight.merge(part.invalid_weight);
+        dropped += part.dropped;
+        if !part.batch.values.is_empty() {
+            batches.push(part.batch);
+        }
+        ids.extend(part.ids);
+        carry.extend(part.carry);
     }
 
     if !opts.drop_invalid {
@@ -454,12 +388,269 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
     })
 }
 
-/// The columns `names` of a decoded batch, restricted to the kept rows.
-fn kept_columns(
+/// Feature columns decoded together by one task. Parquet readers keep each column's
+/// dictionary page alive while they decode it; grouping bounds that memory, and groups decode
+/// in parallel.
+const GROUP_COLUMNS: usize = 16;
+
+/// One file's rows, invalid rows already removed when `drop_invalid` is set.
+struct FilePart {
+    batch: Batch,
+    ids: Vec<RecordBatch>,
+    carry: Vec<RecordBatch>,
+    invalid: Vec<Invalid>,
+    invalid_weight: Invalid,
+    dropped: usize,
+}
+
+/// What one decoding task found.
+enum Decoded {
+    Features {
+        invalid: Vec<Invalid>,
+        bad: Vec<usize>,
+    },
+    Extra {
+        weights: Option<Vec<f32>>,
+        invalid_weight: Invalid,
+        bad: Vec<usize>,
+        ids: Vec<RecordBatch>,
+        carry: Vec<RecordBatch>,
+    },
+}
+
+/// A row-major matrix that several tasks fill at once, each in its own columns.
+struct SharedMatrix {
+    ptr: *mut f32,
+    rows: usize,
+    dim: usize,
+}
+// SAFETY: tasks write disjoint columns (each feature belongs to exactly one group) and the
+// matrix outlives them (they run inside a rayon scope that ends before it is used again).
+unsafe impl Sync for SharedMatrix {}
+
+impl SharedMatrix {
+    fn set_column(&self, j: usize, start: usize, vals: &[f32]) {
+        assert!(j < self.dim && start + vals.len() <= self.rows);
+        for (r, &v) in vals.iter().enumerate() {
+            // SAFETY: in bounds by the assert; no other task writes column `j`.
+            unsafe { *self.ptr.add((start + r) * self.dim + j) = v };
+        }
+    }
+}
+
+fn read_file(
+    path: &Path,
+    b: &ParquetRecordBatchReaderBuilder<File>,
+    features: &[String],
+    opts: &ReadOptions,
+    id_schema: &SchemaRef,
+    carry_schema: &SchemaRef,
+) -> Result<FilePart> {
+    let dim = features.len();
+    let rows = b.metadata().file_metadata().num_rows().max(0) as usize;
+    let meta = ArrowReaderMetadata::try_new(b.metadata().clone(), ArrowReaderOptions::default())
+        .map_err(|e| Error::input(path, format!("cannot read ({e})")))?;
+    let reader = |cols: &[&String]| -> Result<ParquetRecordBatchReader> {
+        let file = File::open(path).map_err(|e| Error::input(path, describe_io(&e)))?;
+        let rb = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone());
+        let roots: Vec<usize> = rb
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| cols.contains(&f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(rb.parquet_schema(), roots);
+        rb.with_projection(mask)
+            .with_batch_size(DECODE_ROWS)
+            .build()
+            .map_err(|e| Error::input(path, format!("cannot read ({e})")))
+    };
+    let batches = |r: ParquetRecordBatchReader| {
+        r.map(|rb| {
+            rb.map_err(|e| {
+                Error::input(
+                    path,
+                    format!("cannot decode row group data ({e}); is the file truncated?"),
+                )
+            })
+        })
+    };
+    let short = |got: usize| {
+        Error::input(
+            path,
+            format!("footer promises {rows} rows but {got} could be decoded"),
+        )
+    };
+
+    let mut values = vec![0.0f32; rows * dim];
+    let matrix = SharedMatrix {
+        ptr: values.as_mut_ptr(),
+        rows,
+        dim,
+    };
+    let groups: Vec<Vec<usize>> = (0..dim)
+        .collect::<Vec<_>>()
+        .chunks(GROUP_COLUMNS)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let extra_cols: Vec<&String> = opts
+        .ids
+        .iter()
+        .chain(&opts.weight)
+        .chain(&opts.carry)
+        .collect();
+    let tasks = groups.len() + usize::from(!extra_cols.is_empty());
+    let decoded: Vec<Result<Decoded>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            if t < groups.len() {
+                let group = &groups[t];
+                let names: Vec<&String> = group.iter().map(|&j| &features[j]).collect();
+                let mut invalid: Vec<Invalid> = group.iter().map(|_| Invalid::default()).collect();
+                let mut bad = Vec::new();
+                let mut row = 0;
+                for rb in batches(reader(&names)?) {
+                    let rb = rb?;
+                    let n = rb.num_rows();
+                    if row + n > rows {
+                        return Err(short(row + n));
+                    }
+                    for ((&j, name), inv) in group.iter().zip(&names).zip(invalid.iter_mut()) {
+                        let col = column_f32(&rb, name, path)?;
+                        check_values(&col, &mut bad, inv, path, row);
+                        matrix.set_column(j, row, col.values());
+                    }
+                    row += n;
+                }
+                if row != rows {
+                    return Err(short(row));
+                }
+                Ok(Decoded::Features { invalid, bad })
+            } else {
+                let mut weights = opts.weight.as_ref().map(|_| Vec::with_capacity(rows));
+                let mut invalid_weight = Invalid::default();
+                let (mut bad, mut ids, mut carry) = (Vec::new(), Vec::new(), Vec::new());
+                let mut row = 0;
+                for rb in batches(reader(&extra_cols)?) {
+                    let rb = rb?;
+                    if let (Some(name), Some(w)) = (&opts.weight, weights.as_mut()) {
+                        let col = column_f32(&rb, name, path)?;
+                        check_values(&col, &mut bad, &mut invalid_weight, path, row);
+                        check_negative(&col, &mut bad, &mut invalid_weight, path, row);
+                        w.extend_from_slice(col.values());
+                    }
+                    if !opts.ids.is_empty() {
+                        ids.push(project(&rb, &opts.ids, id_schema, path)?);
+                    }
+                    if !opts.carry.is_empty() {
+                        carry.push(project(&rb, &opts.carry, carry_schema, path)?);
+                    }
+                    row += rb.num_rows();
+                }
+                if row != rows {
+                    return Err(short(row));
+                }
+                Ok(Decoded::Extra {
+                    weights,
+                    invalid_weight,
+                    bad,
+                    ids,
+                    carry,
+                })
+            }
+        })
+        .collect();
+
+    let mut part = FilePart {
+        batch: Batch::default(),
+        ids: Vec::new(),
+        carry: Vec::new(),
+        invalid: Vec::with_capacity(dim),
+        invalid_weight: Invalid::default(),
+        dropped: 0,
+    };
+    let mut bad = Vec::new();
+    let mut weights = None;
+    for d in decoded {
+        match d? {
+            Decoded::Features { invalid, bad: b } => {
+                part.invalid.extend(invalid);
+                bad.extend(b);
+            }
+            Decoded::Extra {
+                weights: w,
+                invalid_weight,
+                bad: b,
+                ids,
+                carry,
+            } => {
+                weights = w;
+                part.invalid_weight = invalid_weight;
+                part.ids = ids;
+                part.carry = carry;
+                bad.extend(b);
+            }
+        }
+    }
+    bad.sort_unstable();
+    bad.dedup();
+    if opts.drop_invalid && !bad.is_empty() {
+        drop_rows(&mut values, dim, &bad);
+        if let Some(w) = weights.as_mut() {
+            drop_rows(w, 1, &bad);
+        }
+        part.ids = drop_from_batches(&part.ids, &bad)?;
+        part.carry = drop_from_batches(&part.carry, &bad)?;
+        part.dropped = bad.len();
+    }
+    part.batch = Batch { values, weights };
+    Ok(part)
+}
+
+/// Removes rows `bad` (sorted, unique) from a row-major matrix in place, keeping order.
+fn drop_rows<T: Copy>(v: &mut Vec<T>, dim: usize, bad: &[usize]) {
+    let rows = v.len() / dim;
+    let mut out = 0;
+    let mut next_bad = bad.iter().peekable();
+    for r in 0..rows {
+        if next_bad.peek() == Some(&&r) {
+            next_bad.next();
+            continue;
+        }
+        if out != r {
+            v.copy_within(r * dim..(r + 1) * dim, out * dim);
+        }
+        out += 1;
+    }
+    v.truncate(out * dim);
+}
+
+/// Removes rows `bad` (file row numbers, sorted) from consecutive record batches.
+fn drop_from_batches(batches: &[RecordBatch], bad: &[usize]) -> Result<Vec<RecordBatch>> {
+    let mut start = 0;
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let n = b.num_rows();
+        let keep: Vec<bool> = (start..start + n)
+            .map(|r| bad.binary_search(&r).is_err())
+            .collect();
+        let mask = BooleanArray::from(keep);
+        out.push(
+            arrow_select::filter::filter_record_batch(b, &mask)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
+        start += n;
+    }
+    Ok(out)
+}
+
+/// The columns `names` of a decoded batch, as a batch of `schema`.
+fn project(
     rb: &RecordBatch,
     names: &[String],
     schema: &SchemaRef,
-    keep: &[bool],
     path: &Path,
 ) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = names
@@ -470,13 +661,8 @@ fn kept_columns(
                 .ok_or_else(|| missing(path, c, &rb.schema()))
         })
         .collect::<Result<_>>()?;
-    let b = RecordBatch::try_new(schema.clone(), cols)
-        .map_err(|e| Error::input(path, format!("columns {}: {e}", names.join(", "))))?;
-    if keep.iter().all(|&k| k) {
-        return Ok(b);
-    }
-    let mask = BooleanArray::from(keep.to_vec());
-    arrow_select::filter::filter_record_batch(&b, &mask).map_err(|e| Error::Internal(e.to_string()))
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| Error::input(path, format!("columns {}: {e}", names.join(", "))))
 }
 
 /// A column cast to f32. Decimals, integers, half floats and booleans all convert.
@@ -493,37 +679,46 @@ fn column_f32(rb: &RecordBatch, name: &str, path: &Path) -> Result<arrow_array::
     Ok(cast.as_primitive::<Float32Type>().clone())
 }
 
-/// Marks rows with a null, NaN or infinite value (or a negative weight) as not kept.
+/// Notes rows with a null, NaN or infinite value in `bad` (file row numbers).
 fn check_values(
     col: &arrow_array::Float32Array,
-    keep: &mut [bool],
+    bad: &mut Vec<usize>,
     inv: &mut Invalid,
     path: &Path,
     offset: usize,
-    is_weight: bool,
 ) {
-    for (r, k) in keep.iter_mut().enumerate() {
-        let bad = if col.is_null(r) {
+    // The common case, a clean column, costs one vectorised pass.
+    if col.null_count() == 0 && col.values().iter().all(|v| v.is_finite()) {
+        return;
+    }
+    for r in 0..col.len() {
+        if col.is_null(r) {
             inv.nulls += 1;
-            true
+        } else if col.value(r).is_nan() {
+            inv.nans += 1;
+        } else if col.value(r).is_infinite() {
+            inv.infs += 1;
         } else {
-            let v = col.value(r);
-            if v.is_nan() {
-                inv.nans += 1;
-                true
-            } else if v.is_infinite() {
-                inv.infs += 1;
-                true
-            } else if is_weight && v < 0.0 {
-                inv.negative += 1;
-                true
-            } else {
-                false
-            }
-        };
-        if bad {
+            continue;
+        }
+        inv.note(path, offset + r);
+        bad.push(offset + r);
+    }
+}
+
+/// Notes rows with a negative weight.
+fn check_negative(
+    col: &arrow_array::Float32Array,
+    bad: &mut Vec<usize>,
+    inv: &mut Invalid,
+    path: &Path,
+    offset: usize,
+) {
+    for (r, &v) in col.values().iter().enumerate() {
+        if v < 0.0 && col.is_valid(r) {
+            inv.negative += 1;
             inv.note(path, offset + r);
-            *k = false;
+            bad.push(offset + r);
         }
     }
 }
