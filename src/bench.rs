@@ -79,7 +79,7 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchResult)) -> Result<Ve
             ))
         } else if best_gflops > 0.0 && flops / (best_gflops * 1e9) > cfg.budget_seconds {
             Some(format!(
-                "estimated {:.0} s per iteration exceeds the {} s budget",
+                "estimated {:.1} s per iteration exceeds the {} s budget",
                 flops / (best_gflops * 1e9),
                 cfg.budget_seconds
             ))
