@@ -9,7 +9,12 @@ use crate::backend::DeviceInfo;
 pub struct Seconds {
     pub read: f64,
     pub fit: f64,
+    /// Writing assignments, centroids and model.
     pub write: f64,
+    /// Profiles, quality metrics and the report, when asked for (the exact silhouette can
+    /// dominate this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<f64>,
     pub total: f64,
 }
 

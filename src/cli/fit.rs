@@ -125,6 +125,8 @@ pub fn run(a: &FitArgs) -> Result<()> {
         };
         out.bytes(p, model.to_json()?.as_bytes())?;
     }
+    let t_written = t2.elapsed().as_secs_f64();
+    let t3 = Instant::now();
     let insight = analyse(
         &Analysis {
             table: &table,
@@ -148,8 +150,14 @@ pub fn run(a: &FitArgs) -> Result<()> {
         },
         &mut out,
     )?;
+    let t_analysis = t3.elapsed().as_secs_f64();
+    let t4 = Instant::now();
     out.commit()?;
-    let t_write = t2.elapsed().as_secs_f64();
+    let t_write = t_written + t4.elapsed().as_secs_f64();
+    let asked = a.metrics
+        || a.profile.is_some()
+        || a.insight.report.is_some()
+        || !a.insight.carry().is_empty();
 
     let summary = FitSummary {
         k: a.k,
@@ -164,6 +172,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
             read: t_read,
             fit: t_fit,
             write: t_write,
+            analysis: asked.then_some(t_analysis),
             total: t0.elapsed().as_secs_f64(),
         },
         n_init: result.run_inertias.len(),

@@ -54,6 +54,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             read: t_read,
             fit: t_fit,
             write: t2.elapsed().as_secs_f64(),
+            analysis: None,
             total: t0.elapsed().as_secs_f64(),
         },
     };
