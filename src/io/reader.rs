@@ -281,28 +281,21 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
     let schema = first.schema().clone();
     let features = choose_features(&schema, opts, &files[0])?;
     let dim = features.len();
-    let id_fields: Vec<_> = opts
-        .ids
-        .iter()
-        .map(|c| {
-            schema
-                .field_with_name(c)
-                .cloned()
-                .map_err(|_| missing(&files[0], c, &schema))
-        })
-        .collect::<Result<_>>()?;
-    let id_schema = Arc::new(Schema::new(id_fields));
-    let carry_fields: Vec<_> = opts
-        .carry
-        .iter()
-        .map(|c| {
-            schema
-                .field_with_name(c)
-                .cloned()
-                .map_err(|_| missing(&files[0], c, &schema))
-        })
-        .collect::<Result<_>>()?;
-    let carry_schema = Arc::new(Schema::new(carry_fields));
+    // The schemas of the columns carried beside the features, taken from the first file.
+    let sub_schema = |names: &[String]| -> Result<SchemaRef> {
+        let fields: Vec<_> = names
+            .iter()
+            .map(|c| {
+                schema
+                    .field_with_name(c)
+                    .cloned()
+                    .map_err(|_| missing(&files[0], c, &schema))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Arc::new(Schema::new(fields)))
+    };
+    let id_schema = sub_schema(&opts.ids)?;
+    let carry_schema = sub_schema(&opts.carry)?;
 
     let mut invalid: Vec<Invalid> = (0..dim).map(|_| Invalid::default()).collect();
     let mut invalid_weight = Invalid::default();
