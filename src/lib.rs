@@ -29,6 +29,7 @@ pub mod error;
 pub mod html;
 pub mod insight;
 pub mod io;
+pub mod job;
 pub mod kmeans;
 pub mod model;
 pub mod prep;

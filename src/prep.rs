@@ -25,63 +25,23 @@ pub struct Scaler {
 }
 
 impl Scaler {
-    /// Learns the map from `data` (in input units). A constant feature gets scale 1, so it
-    /// becomes 0 rather than NaN.
+    /// Learns the map from `data` (in input units).
     pub fn fit(method: ScaleMethod, data: &Dataset) -> Scaler {
         let dim = data.dim();
-        let (mut offset, mut scale) = (vec![0.0; dim], vec![1.0; dim]);
-        match method {
-            ScaleMethod::None => {}
-            ScaleMethod::Standard => {
-                let total = data.total_weight();
-                let mut sum = vec![0.0f64; dim];
-                for_each_row(data, |row, w| {
-                    for (s, &v) in sum.iter_mut().zip(row) {
-                        *s += w * v as f64;
-                    }
-                });
-                let mean: Vec<f64> = sum.iter().map(|s| s / total).collect();
-                let mut ss = vec![0.0f64; dim];
-                for_each_row(data, |row, w| {
-                    for ((s, &m), &v) in ss.iter_mut().zip(&mean).zip(row) {
-                        let d = v as f64 - m;
-                        *s += w * d * d;
-                    }
-                });
-                for j in 0..dim {
-                    let sd = (ss[j] / total).sqrt();
-                    scale[j] = if sd.is_finite() && sd > f64::EPSILON * mean[j].abs().max(1e-300) {
-                        sd
-                    } else {
-                        1.0
-                    };
-                }
-                offset = mean;
-            }
-            ScaleMethod::Minmax => {
-                let mut lo = vec![f64::INFINITY; dim];
-                let mut hi = vec![f64::NEG_INFINITY; dim];
-                for_each_row(data, |row, _| {
-                    for (j, &v) in row.iter().enumerate() {
-                        lo[j] = lo[j].min(v as f64);
-                        hi[j] = hi[j].max(v as f64);
-                    }
-                });
-                for j in 0..dim {
-                    let range = hi[j] - lo[j];
-                    offset[j] = lo[j];
-                    scale[j] = if range > 0.0 && range.is_finite() {
-                        range
-                    } else {
-                        1.0
-                    };
-                }
-            }
+        let mut stats = ScaleStats::new(dim);
+        for b in data.batches() {
+            let x: Vec<f64> = b.values.iter().map(|&v| v as f64).collect();
+            stats.merge(&ScaleStats::of_slab(&x, b.weights.as_deref(), dim));
         }
+        stats.scaler(method)
+    }
+
+    /// The identity map over `dim` features.
+    pub fn identity(dim: usize) -> Scaler {
         Scaler {
-            method,
-            offset,
-            scale,
+            method: ScaleMethod::None,
+            offset: vec![0.0; dim],
+            scale: vec![1.0; dim],
         }
     }
 
@@ -89,24 +49,40 @@ impl Scaler {
         self.offset.iter().all(|&o| o == 0.0) && self.scale.iter().all(|&s| s == 1.0)
     }
 
-    /// Input units to clustered space, in place. Fit and predict both come through here, so
-    /// the same input row always becomes the same f32 values.
-    pub fn transform(&self, data: &mut Dataset) {
-        if self.is_identity() {
-            return;
-        }
-        let dim = self.offset.len();
-        for values in data.values_mut() {
-            for row in values.chunks_exact_mut(dim) {
-                self.transform_row(row);
-            }
-        }
+    /// Input units to clustered space: one value of feature `j`. Every path from a raw value
+    /// to a clustered `f32` (fit, streaming, predict) comes through here, in f64, so the same
+    /// input value always becomes the same bits.
+    #[inline]
+    pub fn apply(&self, j: usize, v: f64) -> f32 {
+        ((v - self.offset[j]) / self.scale[j]) as f32
     }
 
-    pub fn transform_row(&self, row: &mut [f32]) {
-        for ((v, &o), &s) in row.iter_mut().zip(&self.offset).zip(&self.scale) {
-            *v = ((*v as f64 - o) / s) as f32;
-        }
+    /// A copy of `data` (in input units) in clustered space.
+    pub fn transform_dataset(&self, data: &Dataset) -> Dataset {
+        let dim = self.offset.len();
+        let slabs = data
+            .batches()
+            .iter()
+            .map(|b| crate::data::Batch {
+                values: b
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| self.apply(i % dim, v as f64))
+                    .collect(),
+                weights: b.weights.clone(),
+            })
+            .collect();
+        Dataset::from_slabs(dim, slabs)
+    }
+
+    /// Input-unit centroids (or rows) to clustered space, row-major.
+    pub fn transform_rows(&self, rows: &[f64]) -> Vec<f32> {
+        let dim = self.offset.len();
+        rows.iter()
+            .enumerate()
+            .map(|(i, &v)| self.apply(i % dim, v))
+            .collect()
     }
 
     /// Clustered space back to input units.
@@ -120,12 +96,141 @@ impl Scaler {
     }
 }
 
-fn for_each_row(data: &Dataset, mut f: impl FnMut(&[f32], f64)) {
-    let dim = data.dim();
-    for b in data.batches() {
-        for (r, row) in b.values.chunks_exact(dim).enumerate() {
-            f(row, b.weights.as_ref().map_or(1.0, |w| w[r] as f64));
+/// Weighted per-feature moments and ranges, gathered in fixed blocks of a slab and merged in
+/// block and slab order (Chan et al.'s update, with weights), so the statistics do not depend
+/// on threads, files or memory. Values are f64 as read, before any rounding to f32: an
+/// epoch-millisecond timestamp keeps its resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScaleStats {
+    weight: f64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+const STATS_BLOCK: usize = 4096;
+
+impl ScaleStats {
+    pub fn new(dim: usize) -> Self {
+        ScaleStats {
+            weight: 0.0,
+            mean: vec![0.0; dim],
+            m2: vec![0.0; dim],
+            lo: vec![f64::INFINITY; dim],
+            hi: vec![f64::NEG_INFINITY; dim],
         }
+    }
+
+    /// Two passes in f64 over a few rows.
+    fn of_rows(x: &[f64], w: Option<&[f32]>, dim: usize) -> Self {
+        let mut s = ScaleStats::new(dim);
+        let wt = |r: usize| w.map_or(1.0, |w| w[r] as f64);
+        for (r, row) in x.chunks_exact(dim).enumerate() {
+            let wr = wt(r);
+            s.weight += wr;
+            for (j, &v) in row.iter().enumerate() {
+                s.mean[j] += wr * v;
+                s.lo[j] = s.lo[j].min(v);
+                s.hi[j] = s.hi[j].max(v);
+            }
+        }
+        if s.weight > 0.0 {
+            let total = s.weight;
+            s.mean.iter_mut().for_each(|m| *m /= total);
+            for (r, row) in x.chunks_exact(dim).enumerate() {
+                let wr = wt(r);
+                for ((m2, &mu), &v) in s.m2.iter_mut().zip(&s.mean).zip(row) {
+                    let d = v - mu;
+                    *m2 += wr * d * d;
+                }
+            }
+        } else {
+            s.mean.iter_mut().for_each(|m| *m = 0.0);
+        }
+        s
+    }
+
+    /// Statistics of one slab of rows (row-major f64), in fixed blocks merged in order.
+    pub fn of_slab(x: &[f64], w: Option<&[f32]>, dim: usize) -> Self {
+        use rayon::prelude::*;
+        let rows = x.len() / dim;
+        let parts: Vec<ScaleStats> = crate::data::slab_blocks(0, rows, STATS_BLOCK)
+            .par_iter()
+            .map(|b| {
+                Self::of_rows(
+                    &x[b.start * dim..(b.start + b.len) * dim],
+                    w.map(|w| &w[b.start..b.start + b.len]),
+                    dim,
+                )
+            })
+            .collect();
+        let mut s = ScaleStats::new(dim);
+        for p in &parts {
+            s.merge(p);
+        }
+        s
+    }
+
+    pub fn merge(&mut self, o: &ScaleStats) {
+        for j in 0..self.lo.len() {
+            self.lo[j] = self.lo[j].min(o.lo[j]);
+            self.hi[j] = self.hi[j].max(o.hi[j]);
+        }
+        if o.weight <= 0.0 {
+            return;
+        }
+        if self.weight <= 0.0 {
+            self.weight = o.weight;
+            self.mean.clone_from(&o.mean);
+            self.m2.clone_from(&o.m2);
+            return;
+        }
+        let total = self.weight + o.weight;
+        for j in 0..self.mean.len() {
+            let delta = o.mean[j] - self.mean[j];
+            self.mean[j] += delta * o.weight / total;
+            self.m2[j] += o.m2[j] + delta * delta * self.weight * o.weight / total;
+        }
+        self.weight = total;
+    }
+
+    /// The fitted map. A constant feature gets scale 1, so it becomes 0 rather than NaN.
+    pub fn scaler(&self, method: ScaleMethod) -> Scaler {
+        let dim = self.mean.len();
+        let mut s = Scaler::identity(dim);
+        s.method = method;
+        match method {
+            ScaleMethod::None => {}
+            ScaleMethod::Standard => {
+                for j in 0..dim {
+                    let sd = (self.m2[j] / self.weight).sqrt();
+                    let m = self.mean[j];
+                    s.scale[j] = if sd.is_finite() && sd > f64::EPSILON * m.abs().max(1e-300) {
+                        sd
+                    } else {
+                        1.0
+                    };
+                    s.offset[j] = m;
+                }
+            }
+            ScaleMethod::Minmax => {
+                for j in 0..dim {
+                    let range = self.hi[j] - self.lo[j];
+                    s.offset[j] = if self.lo[j].is_finite() {
+                        self.lo[j]
+                    } else {
+                        0.0
+                    };
+                    s.scale[j] = if range > 0.0 && range.is_finite() {
+                        range
+                    } else {
+                        1.0
+                    };
+                }
+            }
+        }
+        s
     }
 }
 
@@ -135,17 +240,16 @@ mod tests {
 
     #[test]
     fn constant_column_does_not_become_nan() {
-        let mut d = Dataset::from_rows(2, vec![5.0, 1.0, 5.0, 2.0, 5.0, 3.0], None);
+        let d = Dataset::from_rows(2, vec![5.0, 1.0, 5.0, 2.0, 5.0, 3.0], None);
         for m in [ScaleMethod::Standard, ScaleMethod::Minmax] {
             let s = Scaler::fit(m, &d);
             assert_eq!(s.scale[0], 1.0);
-            let mut e = d.clone();
-            s.transform(&mut e);
+            let e = s.transform_dataset(&d);
             assert!(e.batches()[0].values.iter().all(|v| v.is_finite()));
             assert_eq!(e.row(1)[0], 0.0);
         }
         let s = Scaler::fit(ScaleMethod::Standard, &d);
-        s.transform(&mut d);
+        let d = s.transform_dataset(&d);
         let col: Vec<f32> = (0..3).map(|i| d.row(i)[1]).collect();
         let sd = (2.0f64 / 3.0).sqrt();
         assert!((col[0] as f64 + 1.0 / sd).abs() < 1e-6, "{col:?}");
@@ -153,14 +257,36 @@ mod tests {
 
     #[test]
     fn inverse_undoes_transform() {
-        let mut d = Dataset::from_rows(1, vec![2.0, 4.0, 9.0], Some(vec![1.0, 2.0, 1.0]));
+        let d = Dataset::from_rows(1, vec![2.0, 4.0, 9.0], Some(vec![1.0, 2.0, 1.0]));
         let s = Scaler::fit(ScaleMethod::Standard, &d);
         // weighted mean (2 + 8 + 9) / 4
         assert!((s.offset[0] - 4.75).abs() < 1e-12);
-        s.transform(&mut d);
+        let d = s.transform_dataset(&d);
         let back = s.inverse(&d.batches()[0].values);
         for (a, b) in back.iter().zip([2.0, 4.0, 9.0]) {
             assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn merged_statistics_match_one_pass_over_all_rows() {
+        let dim = 2;
+        let x: Vec<f64> = (0..20_000)
+            .map(|i| 1.7e12 + ((i * 7919) % 100_003) as f64)
+            .collect();
+        let w: Vec<f32> = (0..10_000).map(|i| (i % 3) as f32 + 0.5).collect();
+        let whole = ScaleStats::of_slab(&x, Some(&w), dim);
+        let mut parts = ScaleStats::new(dim);
+        for (xc, wc) in x.chunks(dim * 3000).zip(w.chunks(3000)) {
+            parts.merge(&ScaleStats::of_rows(xc, Some(wc), dim));
+        }
+        let (a, b) = (
+            whole.scaler(ScaleMethod::Standard),
+            parts.scaler(ScaleMethod::Standard),
+        );
+        for j in 0..dim {
+            assert!((a.offset[j] - b.offset[j]).abs() < 1e-3, "{a:?} {b:?}");
+            assert!((a.scale[j] / b.scale[j] - 1.0).abs() < 1e-9, "{a:?} {b:?}");
         }
     }
 }

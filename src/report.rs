@@ -8,6 +8,9 @@ use crate::backend::DeviceInfo;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Seconds {
     pub read: f64,
+    /// Choosing the initial centroids, over all runs (part of `fit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<f64>,
     pub fit: f64,
     /// Writing assignments, centroids and model.
     pub write: f64,
@@ -33,6 +36,12 @@ pub struct FitSummary {
     /// Adapter name for a GPU, thread count for the CPU.
     pub adapter: String,
     pub seconds: Seconds,
+    /// `in-memory`, or `streaming` when the rows exceeded the memory budget.
+    pub mode: crate::job::Mode,
+    /// Full passes over the rows (Parquet decodes and scans of the prepared rows).
+    pub passes: usize,
+    /// The initialisation that ran: `k-means++`, `k-means||`, `random` or `file`.
+    pub init: String,
     pub n_init: usize,
     pub best_run: usize,
     pub run_inertias: Vec<f64>,
@@ -71,6 +80,9 @@ pub struct PredictSummary {
     pub adapter: String,
     pub dropped_rows: usize,
     pub cluster_sizes: Vec<u64>,
+    /// `streaming` for the one-pass CPU predict, otherwise as for fit.
+    pub mode: crate::job::Mode,
+    pub passes: usize,
     pub seconds: Seconds,
 }
 
@@ -130,8 +142,15 @@ impl FitSummary {
             s += &format!("\nagainst the segments: ARI {ari:.4}, NMI {nmi:.4}");
         }
         s += &format!(
-            "\ntime: {:.2}s (read {:.2}s, fit {:.2}s, write {:.2}s)\n",
-            self.seconds.total, self.seconds.read, self.seconds.fit, self.seconds.write
+            "\ntime: {:.2}s (read {:.2}s, fit {:.2}s of which init {:.2}s, write {:.2}s{})\n",
+            self.seconds.total,
+            self.seconds.read,
+            self.seconds.fit,
+            self.seconds.init.unwrap_or(0.0),
+            self.seconds.write,
+            self.seconds
+                .analysis
+                .map_or(String::new(), |t| format!(", analysis {t:.2}s"))
         );
         s
     }

@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::{Assignment, Backend, DeviceInfo, FarPoint, Step};
-use crate::data::{Block, Dataset};
+use crate::data::{Block, Rows, slab_blocks};
 use crate::error::Result;
 
 /// Rows per reduction block.
@@ -439,9 +439,28 @@ struct Partial {
     changed: u64,
 }
 
+/// Nearest centroid of every row of a slab, block by block in parallel.
+pub fn assign_slab(
+    slab: &crate::data::Batch,
+    centroids: &[f32],
+    packed: &Packed,
+    labels: &mut [u32],
+    dists: &mut [f32],
+) {
+    let dim = packed.dim;
+    labels
+        .par_chunks_mut(BLOCK_ROWS)
+        .zip(dists.par_chunks_mut(BLOCK_ROWS))
+        .enumerate()
+        .for_each(|(i, (l, d))| {
+            let lo = i * BLOCK_ROWS;
+            let x = &slab.values[lo * dim..(lo + l.len()) * dim];
+            assign_rows(x, centroids, packed, l, d);
+        });
+}
+
 pub struct CpuBackend<'a> {
-    data: &'a Dataset,
-    blocks: Vec<Block>,
+    data: &'a dyn Rows,
     labels: Vec<u32>,
     distances: Vec<f32>,
     /// False until the first step, so the first step counts every row as changed.
@@ -449,13 +468,38 @@ pub struct CpuBackend<'a> {
 }
 
 impl<'a> CpuBackend<'a> {
-    pub fn new(data: &'a Dataset) -> Self {
+    pub fn new(data: &'a dyn Rows) -> Self {
         CpuBackend {
             data,
-            blocks: data.blocks(BLOCK_ROWS),
             labels: vec![0; data.rows()],
             distances: vec![0.0; data.rows()],
             assigned: false,
+        }
+    }
+}
+
+impl Partial {
+    fn zero(k: usize, dim: usize, update: bool) -> Self {
+        Partial {
+            sums: vec![0.0; if update { k * dim } else { 0 }],
+            weights: vec![0.0; if update { k } else { 0 }],
+            counts: vec![0; if update { k } else { 0 }],
+            inertia: 0.0,
+            changed: 0,
+        }
+    }
+
+    fn add(&mut self, p: &Partial) {
+        self.inertia += p.inertia;
+        self.changed += p.changed;
+        for (a, b) in self.sums.iter_mut().zip(&p.sums) {
+            *a += b;
+        }
+        for (a, b) in self.weights.iter_mut().zip(&p.weights) {
+            *a += b;
+        }
+        for (a, b) in self.counts.iter_mut().zip(&p.counts) {
+            *a += b;
         }
     }
 }
@@ -472,44 +516,40 @@ impl Backend for CpuBackend<'_> {
     fn step(&mut self, centroids: &[f32], k: usize, update: bool) -> Result<Step> {
         let dim = self.data.dim();
         let packed = Packed::new(centroids, k, dim);
-        let acc_len = if update { k * dim } else { 0 };
-        // Blocks in flight at once. Partials are still added in block order, so this may follow
-        // the thread count without changing a bit of the result; it only bounds memory.
-        let wave = 2 * rayon::current_num_threads();
+        if self.labels.len() != self.data.rows() {
+            // The last assignment was handed out; start over.
+            self.labels = vec![0; self.data.rows()];
+            self.distances = vec![0.0; self.data.rows()];
+            self.assigned = false;
+        }
         let first = !self.assigned;
-        let mut total = Partial {
-            sums: vec![0.0; acc_len],
-            weights: vec![0.0; if update { k } else { 0 }],
-            counts: vec![0; if update { k } else { 0 }],
-            inertia: 0.0,
-            changed: 0,
-        };
-        // Hand each block its own slice of the label and distance arrays.
-        let mut label_slices: Vec<&mut [u32]> = Vec::with_capacity(self.blocks.len());
-        let mut dist_slices: Vec<&mut [f32]> = Vec::with_capacity(self.blocks.len());
-        {
-            let (mut lrest, mut drest) = (&mut self.labels[..], &mut self.distances[..]);
-            for b in &self.blocks {
+        let mut total = Partial::zero(k, dim, update);
+        let (labels, distances) = (&mut self.labels, &mut self.distances);
+        // Blocks are fixed row ranges inside each slab; their partials are added in block
+        // order, so neither threads nor where the slab came from change a bit of the result.
+        self.data.scan(&mut |start, slab| {
+            let n = slab.rows(dim);
+            let blocks = slab_blocks(start, n, BLOCK_ROWS);
+            let mut work: Vec<(Block, &mut [u32], &mut [f32])> = Vec::with_capacity(blocks.len());
+            let (mut lrest, mut drest) = (
+                &mut labels[start..start + n],
+                &mut distances[start..start + n],
+            );
+            for b in blocks {
                 let (l, lr) = lrest.split_at_mut(b.len);
                 let (d, dr) = drest.split_at_mut(b.len);
-                label_slices.push(l);
-                dist_slices.push(d);
+                work.push((b, l, d));
                 lrest = lr;
                 drest = dr;
             }
-        }
-        let data = self.data;
-        let mut work: Vec<_> = self
-            .blocks
-            .iter()
-            .zip(label_slices)
-            .zip(dist_slices)
-            .collect();
-        for chunk in work.chunks_mut(wave) {
-            let partials: Vec<Partial> = chunk
+            let partials: Vec<Partial> = work
                 .par_iter_mut()
-                .map(|((blk, labels), dists)| {
-                    let (x, w) = data.block_view(blk);
+                .map(|(blk, labels, dists)| {
+                    let x = &slab.values[blk.start * dim..(blk.start + blk.len) * dim];
+                    let w = slab
+                        .weights
+                        .as_ref()
+                        .map(|w| &w[blk.start..blk.start + blk.len]);
                     let old = if first { None } else { Some(labels.to_vec()) };
                     assign_rows(x, centroids, &packed, labels, dists);
                     let changed = match old {
@@ -521,20 +561,11 @@ impl Backend for CpuBackend<'_> {
                     accumulate(x, w, labels, dists, dim, k, update, changed)
                 })
                 .collect();
-            for p in partials {
-                total.inertia += p.inertia;
-                total.changed += p.changed;
-                for (a, b) in total.sums.iter_mut().zip(&p.sums) {
-                    *a += b;
-                }
-                for (a, b) in total.weights.iter_mut().zip(&p.weights) {
-                    *a += b;
-                }
-                for (a, b) in total.counts.iter_mut().zip(&p.counts) {
-                    *a += b;
-                }
+            for p in &partials {
+                total.add(p);
             }
-        }
+            Ok(())
+        })?;
         self.assigned = true;
         Ok(Step {
             sums: total.sums,
@@ -546,13 +577,13 @@ impl Backend for CpuBackend<'_> {
     }
 
     fn farthest(&mut self, m: usize) -> Result<Vec<FarPoint>> {
-        Ok(farthest_of(self.data, &self.labels, &self.distances, m))
+        farthest_of(self.data, &self.labels, &self.distances, m)
     }
 
     fn assignment(&mut self) -> Result<Assignment> {
         Ok(Assignment {
-            labels: self.labels.clone(),
-            distances: self.distances.clone(),
+            labels: std::mem::take(&mut self.labels),
+            distances: std::mem::take(&mut self.distances),
         })
     }
 }
@@ -594,25 +625,33 @@ fn accumulate(
 
 /// The `m` rows with the largest distance to their centroid, farthest first, ties to the lowest
 /// row. Shared by backends that keep labels and distances on the host.
-pub fn farthest_of(data: &Dataset, labels: &[u32], distances: &[f32], m: usize) -> Vec<FarPoint> {
+pub fn farthest_of(
+    data: &dyn Rows,
+    labels: &[u32],
+    distances: &[f32],
+    m: usize,
+) -> Result<Vec<FarPoint>> {
     let mut idx: Vec<usize> = (0..distances.len()).collect();
     let order = |&a: &usize, &b: &usize| distances[b].total_cmp(&distances[a]).then(a.cmp(&b));
     let m = m.min(idx.len());
     if m == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     if m < idx.len() {
         idx.select_nth_unstable_by(m - 1, order);
         idx.truncate(m);
     }
     idx.sort_by(order);
-    idx.into_iter()
-        .map(|row| FarPoint {
+    let rows = data.gather(&idx)?;
+    Ok(idx
+        .into_iter()
+        .zip(rows)
+        .map(|(row, (values, weight))| FarPoint {
             row,
             label: labels[row],
             distance: distances[row],
-            weight: data.weight(row),
-            values: data.row(row).to_vec(),
+            weight,
+            values,
         })
-        .collect()
+        .collect())
 }

@@ -7,7 +7,7 @@
 pub mod cpu;
 pub mod gpu;
 
-use crate::data::Dataset;
+use crate::data::Rows;
 use crate::error::{Error, Result};
 
 /// What one assignment pass produced, reduced over all rows in a fixed order.
@@ -66,7 +66,8 @@ pub trait Backend {
     /// lowest row.
     fn farthest(&mut self, m: usize) -> Result<Vec<FarPoint>>;
 
-    /// Labels and exact distances of the last step.
+    /// Labels and exact distances of the last step, handed over (a backend may give up its
+    /// copy: call it once, after the last step that matters).
     fn assignment(&mut self) -> Result<Assignment>;
 }
 
@@ -91,7 +92,7 @@ pub enum DeviceChoice {
 /// work to the CPU as well (see [`Fallback`]).
 pub fn create<'a>(
     choice: DeviceChoice,
-    data: &'a Dataset,
+    data: &'a dyn Rows,
     adapter: Option<&str>,
 ) -> Result<Box<dyn Backend + 'a>> {
     match choice {
@@ -122,7 +123,7 @@ pub fn create<'a>(
 /// and thus the next step's `changed` count, farthest rows and assignment, pick up exactly
 /// where the GPU left off.
 pub struct Fallback<'a> {
-    data: &'a Dataset,
+    data: &'a dyn Rows,
     inner: Box<dyn Backend + 'a>,
     on_gpu: bool,
     /// Centroids and k of the last step the GPU completed.
@@ -130,7 +131,7 @@ pub struct Fallback<'a> {
 }
 
 impl<'a> Fallback<'a> {
-    pub fn new(data: &'a Dataset, gpu: Box<dyn Backend + 'a>) -> Self {
+    pub fn new(data: &'a dyn Rows, gpu: Box<dyn Backend + 'a>) -> Self {
         Fallback {
             data,
             inner: gpu,

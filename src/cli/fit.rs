@@ -1,6 +1,6 @@
-//! `lakemeans fit`.
+//! `lakemeans fit`: translates the flags into a [`FitJob`], runs it, adds the insight files
+//! and prints the summary.
 
-use std::path::Path;
 use std::time::Instant;
 
 use super::FitArgs;
@@ -8,13 +8,10 @@ use super::profile::{
     Analysis, analyse, check_insight_targets, decode_extras, describe_lines, title,
 };
 use super::progress::Bar;
-use crate::backend;
 use crate::error::{Error, Result};
-use crate::io::results::{write_assignments, write_centroids};
-use crate::io::{Outputs, ReadOptions, check_target, read_centroids, read_table};
-use crate::kmeans::{self, Init, KMeansParams};
-use crate::model::{FORMAT_VERSION, Model};
-use crate::prep::Scaler;
+use crate::io::{ReadOptions, check_target, read_table};
+use crate::job::{self, FitJob, InitChoice, Mode, Prepare};
+use crate::kmeans::KMeansParams;
 use crate::report::{FitSummary, Seconds};
 
 pub fn run(a: &FitArgs) -> Result<()> {
@@ -23,10 +20,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         check_target(p)?;
     }
     check_insight_targets(a.profile.as_deref(), &a.insight, false)?;
-    if a.k == 0 {
-        return Err(Error::Usage("--k must be at least 1".into()));
-    }
-    let opts = ReadOptions {
+    let read = ReadOptions {
         features: a.features.clone(),
         exclude: a.exclude.clone(),
         ids: a.ids.clone(),
@@ -34,153 +28,127 @@ pub fn run(a: &FitArgs) -> Result<()> {
         drop_invalid: a.drop_invalid,
         carry: a.insight.carry(),
     };
-    let mut table = read_table(&a.inputs, &opts)?;
-    let extras = decode_extras(&table, &a.insight)?;
-    // Profiles are in input units: keep the rows as read (only when one is wanted).
-    let raw = (a.profile.is_some() || a.insight.report.is_some()).then(|| table.data.clone());
-    let scaler = Scaler::fit(a.scale, &table.data);
-    scaler.transform(&mut table.data);
-    let init = match a.init.as_str() {
-        "k-means++" | "kmeans++" => Init::KMeansPlusPlus,
-        "random" => Init::Random,
-        path => {
-            let raw = read_centroids(Path::new(path), &table.features, a.k)?;
-            let mut c: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
-            for row in c.chunks_exact_mut(table.features.len()) {
-                scaler.transform_row(row);
-            }
-            Init::Centroids(c)
-        }
-    };
-    if matches!(init, Init::Centroids(_)) && a.n_init > 1 {
-        eprintln!(
-            "lakemeans: --init from a file gives one start; ignoring --n-init {}",
-            a.n_init
-        );
-    }
-    let params = KMeansParams {
-        k: a.k,
-        init,
-        n_init: a.n_init,
-        max_iter: a.max_iter,
-        tol: a.tol,
-        seed: a.seed,
-    };
-    kmeans::validate(&params, &table.data)?;
-    let t_read = t0.elapsed().as_secs_f64();
-
-    let t1 = Instant::now();
-    let mut be = backend::create(a.run.device, &table.data, a.run.adapter.as_deref())?;
-    let bar = Bar::new(
-        a.max_iter,
-        if matches!(params.init, Init::Centroids(_)) {
-            1
-        } else {
-            a.n_init
+    let init = InitChoice::parse(&a.init);
+    let job = FitJob {
+        inputs: a.inputs.clone(),
+        read: read.clone(),
+        scale: a.scale,
+        init: init.clone(),
+        params: KMeansParams {
+            n_init: a.n_init,
+            max_iter: a.max_iter,
+            tol: a.tol,
+            seed: a.seed,
+            init_rounds: a.init_rounds,
+            oversampling: a.oversampling,
+            ..KMeansParams::new(a.k)
         },
-    );
-    let result = kmeans::fit(&table.data, be.as_mut(), &params, &bar);
+        device: a.run.device,
+        adapter: a.run.adapter.clone(),
+        prepare: Prepare {
+            budget: a.memory.budget(),
+            spill_dir: a.memory.spill_dir.clone(),
+            extras: true,
+        },
+        output: a.output.clone(),
+        centroids: a.centroids.clone(),
+        model: a.model.clone(),
+    };
+    let runs = if matches!(init, InitChoice::File(_)) {
+        1
+    } else {
+        a.n_init
+    };
+    let bar = Bar::new(a.max_iter, runs);
+    let run = job::fit(&job, &bar);
     bar.finish();
-    let result = result?;
-    let info = be.info();
-    drop(be);
-    let t_fit = t1.elapsed().as_secs_f64();
-
-    let t2 = Instant::now();
-    let centroids_input = scaler.inverse(&result.centroids);
-    let d = table.features.len();
-    let mut out = Outputs::default();
-    if let Some(p) = &a.output {
-        write_assignments(&mut out, p, &table, &result.assignment)?;
-    }
-    if let Some(p) = &a.centroids {
-        write_centroids(
-            &mut out,
-            p,
-            &table.features,
-            &centroids_input,
-            &result.sizes,
-            &result.weights,
-        )?;
-    }
-    if let Some(p) = &a.model {
-        let model = Model {
-            format_version: FORMAT_VERSION,
-            features: table.features.clone(),
-            scaling: scaler.clone(),
-            k: a.k,
-            centroids: result
-                .centroids
-                .chunks_exact(d)
-                .map(<[f32]>::to_vec)
-                .collect(),
-            centroids_input_units: centroids_input
-                .chunks_exact(d)
-                .map(<[f64]>::to_vec)
-                .collect(),
-            inertia: result.inertia,
-            rows: table.data.rows(),
-            iterations: result.iterations,
-            seed: a.seed,
-        };
-        out.bytes(p, model.to_json()?.as_bytes())?;
-    }
-    let t_written = t2.elapsed().as_secs_f64();
-    let t3 = Instant::now();
-    let insight = analyse(
-        &Analysis {
-            table: &table,
-            raw: raw.as_ref(),
-            labels: &result.assignment.labels,
-            k: a.k,
-            seed: a.seed,
-            metrics: a.metrics,
-            extras: &extras,
-            insight: &a.insight,
-            profile_path: a.profile.as_deref(),
-            title: title(a.k, &table.files),
-            facts: vec![
-                ("scaling".into(), format!("{:?}", a.scale).to_lowercase()),
-                ("device".into(), info.kind.clone()),
-                (
-                    "inertia (clustered space)".into(),
-                    format!("{:.4e}", result.inertia),
-                ),
-            ],
-        },
-        &mut out,
-    )?;
-    let t_analysis = t3.elapsed().as_secs_f64();
-    let t4 = Instant::now();
-    out.commit()?;
-    let t_write = t_written + t4.elapsed().as_secs_f64();
+    let mut run = run?;
     let asked = a.metrics
         || a.profile.is_some()
         || a.insight.report.is_some()
         || !a.insight.carry().is_empty();
 
+    let t3 = Instant::now();
+    let mut outputs = std::mem::take(&mut run.outputs);
+    let insight = if asked {
+        let data = run.prepared.rows.in_memory().ok_or_else(|| {
+            Error::Usage(
+                "--profile, --report, --metrics, --describe and --compare-with need the rows in \
+                 memory, and this table exceeds --memory-budget; profile the assignments with \
+                 `lakemeans profile` on a sample, or raise --memory-budget"
+                    .into(),
+            )
+        })?;
+        let files = run.prepared.source.files.clone();
+        let features = run.prepared.source.features.clone();
+        let extras = decode_extras(&run.prepared.carry, &files, &a.insight)?;
+        // Profiles are in input units: the rows as read (one more pass, only when wanted).
+        let raw = if a.profile.is_some() || a.insight.report.is_some() {
+            Some(read_table(&a.inputs, &read)?.data)
+        } else {
+            None
+        };
+        analyse(
+            &Analysis {
+                data,
+                features: &features,
+                files: &files,
+                raw: raw.as_ref(),
+                labels: run.labels(),
+                k: a.k,
+                seed: a.seed,
+                metrics: a.metrics,
+                extras: &extras,
+                insight: &a.insight,
+                profile_path: a.profile.as_deref(),
+                title: title(a.k, &files),
+                facts: vec![
+                    ("scaling".into(), format!("{:?}", a.scale).to_lowercase()),
+                    ("device".into(), run.info.kind.clone()),
+                    (
+                        "inertia (clustered space)".into(),
+                        format!("{:.4e}", run.result.inertia),
+                    ),
+                ],
+            },
+            &mut outputs,
+        )?
+    } else {
+        Default::default()
+    };
+    let t_analysis = t3.elapsed().as_secs_f64();
+    let t4 = Instant::now();
+    outputs.commit()?;
+    let t_write = run.seconds_write + t4.elapsed().as_secs_f64();
+
+    let result = &run.result;
+    let p = &run.prepared;
     let summary = FitSummary {
         k: a.k,
-        rows: table.data.rows(),
-        features: table.features.clone(),
+        rows: p.rows.rows(),
+        features: p.source.features.clone(),
         iterations: result.iterations,
         converged: result.converged,
         inertia: result.inertia,
-        device: info.kind.clone(),
-        adapter: info.name.clone(),
+        device: run.info.kind.clone(),
+        adapter: run.info.name.clone(),
         seconds: Seconds {
-            read: t_read,
-            fit: t_fit,
+            read: run.seconds_read,
+            init: Some(result.init_seconds),
+            fit: run.seconds_fit,
             write: t_write,
             analysis: asked.then_some(t_analysis),
             total: t0.elapsed().as_secs_f64(),
         },
+        mode: p.mode,
+        passes: run.passes,
+        init: run.init.to_string(),
         n_init: result.run_inertias.len(),
         best_run: result.best_run,
         run_inertias: result.run_inertias.clone(),
         seed: a.seed,
         scale: format!("{:?}", a.scale).to_lowercase(),
-        dropped_rows: table.dropped,
+        dropped_rows: p.checked.dropped,
         empty_clusters: result.sizes.iter().filter(|&&s| s == 0).count(),
         cluster_sizes: result.sizes.clone(),
         silhouette: insight.quality.as_ref().and_then(|q| q.silhouette),
@@ -197,9 +165,15 @@ pub fn run(a: &FitArgs) -> Result<()> {
         );
     } else {
         let mut text = summary.human();
-        if let Some(p) = &insight.profile {
+        if p.mode == Mode::Streaming {
+            text = format!(
+                "streamed: the rows exceed --memory-budget; {} passes over the data\n{text}",
+                run.passes
+            );
+        }
+        if let Some(pr) = &insight.profile {
             text += "clusters:\n";
-            text += &describe_lines(p);
+            text += &describe_lines(pr);
         }
         if a.output.is_none() {
             print!("{text}");

@@ -125,14 +125,21 @@ pub struct FitArgs {
     /// Feature scaling before clustering; centroids are always reported in input units.
     #[arg(long, value_enum, default_value_t = ScaleMethod::Standard)]
     pub scale: ScaleMethod,
-    /// k-means++, random, or a Parquet file of k centroids (columns named like the features,
-    /// in input units).
+    /// auto (greedy k-means++ when the rows fit in memory, k-means|| when the fit streams),
+    /// k-means++, k-means||, random, or a Parquet file of k centroids (columns named like the
+    /// features, in input units).
     #[arg(
         long,
-        default_value = "k-means++",
-        value_name = "k-means++|random|PATH"
+        default_value = "auto",
+        value_name = "auto|k-means++|k-means|||random|PATH"
     )]
     pub init: String,
+    /// k-means|| sampling rounds, each one pass over the rows (Spark MLlib's initSteps).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub init_rounds: usize,
+    /// k-means|| candidates drawn per round, as a multiple of k (the l = 2k of Bahmani et al.).
+    #[arg(long, default_value_t = 2.0, value_name = "F")]
+    pub oversampling: f64,
     /// Runs from different seeds; the one with the lowest inertia is kept.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub n_init: usize,
@@ -170,7 +177,30 @@ pub struct FitArgs {
     #[command(flatten)]
     pub insight: profile::InsightArgs,
     #[command(flatten)]
+    pub memory: MemoryArgs,
+    #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// How much memory the rows may take, and where they go when they do not fit.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// Memory the rows and per-row state may take, such as 4GiB or 500MB [default: half of
+    /// physical memory]. A table whose clustered f32 matrix fits is held in memory; a larger
+    /// one streams every pass from a spill cache on local disk, with the same results.
+    #[arg(long, value_name = "SIZE", value_parser = crate::job::parse_size)]
+    pub memory_budget: Option<u64>,
+    /// Directory for the spill cache of a streamed fit (the f32 rows; deleted when the run
+    /// ends, fails or is interrupted) [default: the system's temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl MemoryArgs {
+    pub fn budget(&self) -> u64 {
+        self.memory_budget
+            .unwrap_or_else(crate::job::default_budget)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +220,8 @@ pub struct PredictArgs {
     /// Skip rows with a null, NaN or infinite feature (and report how many).
     #[arg(long)]
     pub drop_invalid: bool,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -218,10 +250,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fit(a) => {
             init_threads(a.run.threads)?;
+            crate::io::cleanup::install_handler();
             fit::run(&a)
         }
         Command::Predict(a) => {
             init_threads(a.run.threads)?;
+            crate::io::cleanup::install_handler();
             predict::run(&a)
         }
         Command::Profile(a) => {

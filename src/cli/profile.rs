@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
+use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use clap::Args;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -22,7 +22,7 @@ use crate::insight::profile::{Profile, ProfileInput, profile};
 use crate::insight::{
     Extra, ExtraKind, ExtraValues, decode_extra, pca, projection_rows, silhouette_rows,
 };
-use crate::io::{Outputs, ReadOptions, Table, check_target, read_table, resolve_inputs};
+use crate::io::{Outputs, ReadOptions, check_target, read_table, resolve_inputs};
 use crate::model::Model;
 use crate::prep::{ScaleMethod, Scaler};
 
@@ -180,17 +180,21 @@ pub struct Extras {
     pub segment: Option<Extra>,
 }
 
-pub fn decode_extras(table: &Table, insight: &InsightArgs) -> Result<Extras> {
-    let file = table.files.first().cloned().unwrap_or_default();
+pub fn decode_extras(
+    carry: &[RecordBatch],
+    files: &[PathBuf],
+    insight: &InsightArgs,
+) -> Result<Extras> {
+    let file = files.first().cloned().unwrap_or_default();
     let describe = insight
         .describe
         .iter()
-        .map(|c| decode_extra(&table.carry, c, ExtraKind::Describe, &file))
+        .map(|c| decode_extra(carry, c, ExtraKind::Describe, &file))
         .collect::<Result<_>>()?;
     let segment = insight
         .compare_with
         .as_ref()
-        .map(|c| decode_extra(&table.carry, c, ExtraKind::Segment, &file))
+        .map(|c| decode_extra(carry, c, ExtraKind::Segment, &file))
         .transpose()?;
     Ok(Extras { describe, segment })
 }
@@ -198,7 +202,9 @@ pub fn decode_extras(table: &Table, insight: &InsightArgs) -> Result<Extras> {
 /// What the insight steps work from, after the rows have their clusters.
 pub struct Analysis<'a> {
     /// Rows in clustered space.
-    pub table: &'a Table,
+    pub data: &'a Dataset,
+    pub features: &'a [String],
+    pub files: &'a [PathBuf],
     /// The same rows in input units, when a profile or report is wanted.
     pub raw: Option<&'a Dataset>,
     pub labels: &'a [u32],
@@ -212,6 +218,7 @@ pub struct Analysis<'a> {
     pub facts: Vec<(String, String)>,
 }
 
+#[derive(Default)]
 pub struct Analysed {
     pub quality: Option<Quality>,
     pub comparison: Option<Comparison>,
@@ -221,7 +228,7 @@ pub struct Analysed {
 /// Runs the metrics, comparison, profile and report that were asked for, adding every file to
 /// `out` (nothing is visible until the caller commits).
 pub fn analyse(a: &Analysis, out: &mut Outputs) -> Result<Analysed> {
-    let data = &a.table.data;
+    let data = a.data;
     let quality = a
         .metrics
         .then(|| quality(data, a.labels, a.k, &silhouette_rows(data.rows(), a.seed)));
@@ -247,7 +254,7 @@ pub fn analyse(a: &Analysis, out: &mut Outputs) -> Result<Analysed> {
     .map(|raw| {
         let mut p = profile(&ProfileInput {
             data: raw,
-            features: &a.table.features,
+            features: a.features,
             labels: a.labels,
             k: a.k,
             describe: &a.extras.describe,
@@ -265,7 +272,6 @@ pub fn analyse(a: &Analysis, out: &mut Outputs) -> Result<Analysed> {
     if let (Some(path), Some(p)) = (&a.insight.report, &profile) {
         let proj = pca::project(data, a.labels, a.k, &projection_rows(data.rows(), a.seed));
         let inputs: Vec<String> = a
-            .table
             .files
             .iter()
             .map(|f| {
@@ -382,11 +388,11 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         carry: a.insight.carry(),
     };
     let mut table = read_table(&a.inputs, &opts)?;
-    let extras = decode_extras(&table, &a.insight)?;
+    let extras = decode_extras(&table.carry, &table.files, &a.insight)?;
     let raw = table.data.clone();
     let (scaler, labels, k, device) = match &model {
         Some(m) => {
-            m.scaling.transform(&mut table.data);
+            table.data = m.scaling.transform_dataset(&table.data);
             let mut be = backend::create(a.run.device, &table.data, a.run.adapter.as_deref())?;
             be.step(&m.flat_centroids(), m.k, false)?;
             let labels = be.assignment()?.labels;
@@ -412,7 +418,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
             }
             let k = labels.iter().max().map_or(1, |&m| m as usize + 1);
             let scaler = Scaler::fit(a.scale, &table.data);
-            scaler.transform(&mut table.data);
+            table.data = scaler.transform_dataset(&table.data);
             (scaler, labels, k, None)
         }
     };
@@ -426,7 +432,9 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
     let mut out = Outputs::default();
     let done = analyse(
         &Analysis {
-            table: &table,
+            data: &table.data,
+            features: &table.features,
+            files: &table.files,
             raw: Some(&raw),
             labels: &labels,
             k,

@@ -142,9 +142,9 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         carry: insight.carry(),
     };
     let mut table = read_table(&a.inputs, &opts)?;
-    let Extras { segment, .. } = decode_extras(&table, &insight)?;
+    let Extras { segment, .. } = decode_extras(&table.carry, &table.files, &insight)?;
     let scaler = Scaler::fit(a.scale, &table.data);
-    scaler.transform(&mut table.data);
+    table.data = scaler.transform_dataset(&table.data);
     let base = KMeansParams {
         k: ks[ks.len() - 1],
         init,
@@ -152,6 +152,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         max_iter: a.max_iter,
         tol: a.tol,
         seed: a.seed,
+        ..KMeansParams::new(ks[ks.len() - 1])
     };
     // Checks the largest k against the rows (and the rest of the settings) before any work.
     kmeans::validate(&base, &table.data)?;

@@ -1,8 +1,12 @@
 //! Parquet in and out, through Arrow.
 
+pub mod cleanup;
 pub mod reader;
 pub mod results;
+pub mod source;
+pub mod spill;
 pub mod writer;
 
 pub use reader::{ReadOptions, Table, read_centroids, read_table, resolve_inputs};
+pub use source::Source;
 pub use writer::{Outputs, check_target};

@@ -8,62 +8,156 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::reader::Table;
-use super::writer::{Outputs, ROW_GROUP_ROWS};
+use super::writer::Outputs;
 use crate::backend::Assignment;
 use crate::error::{Error, Result};
 
-/// Assignments: the id columns, then `cluster` and `distance`, one row per table row.
-pub fn write_assignments(
-    out: &mut Outputs,
-    path: &Path,
-    table: &Table,
-    a: &Assignment,
-) -> Result<()> {
-    let mut fields: Vec<Field> = table
-        .id_schema
+/// Rows per written batch of assignments: fixed, so the file's bytes do not depend on how
+/// the rows arrived (files, row groups, memory or a stream).
+const OUT_ROWS: usize = crate::data::SLAB_ROWS;
+
+/// The assignments layout: the id columns, then `cluster` and `distance`.
+pub fn assignments_schema(id_schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = id_schema
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
     fields.push(Field::new("cluster", DataType::Int32, false));
     fields.push(Field::new("distance", DataType::Float32, false));
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
-    // Slices of the rows that follow the id batches, or fixed row groups without ids.
-    let spans: Vec<(usize, usize, Option<&RecordBatch>)> = if table.ids.is_empty() {
-        (0..a.labels.len())
-            .step_by(ROW_GROUP_ROWS)
-            .map(|s| (s, ROW_GROUP_ROWS.min(a.labels.len() - s), None))
-            .collect()
-    } else {
-        let mut s = 0;
-        table
-            .ids
-            .iter()
-            .map(|b| {
-                let span = (s, b.num_rows(), Some(b));
-                s += b.num_rows();
-                span
-            })
-            .collect()
-    };
-    let batches = spans.into_iter().map(|(start, len, ids)| {
-        let mut cols: Vec<ArrayRef> = ids.map(|b| b.columns().to_vec()).unwrap_or_default();
-        let labels = &a.labels[start..start + len];
-        cols.push(Arc::new(Int32Array::from_iter_values(
-            labels.iter().map(|&l| l as i32),
-        )));
-        cols.push(Arc::new(Float32Array::from(
-            a.distances[start..start + len].to_vec(),
-        )));
-        RecordBatch::try_new_with_options(
-            schema.clone(),
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(len)),
-        )
-        .map_err(|e| Error::Internal(e.to_string()))
-    });
-    out.parquet(path, schema.clone(), batches, &["distance"])
+    Arc::new(Schema::new(fields))
+}
+
+/// Pairs id columns and results that arrive separately, in row order, and hands out
+/// assignment batches of exactly [`OUT_ROWS`] rows (the last one shorter).
+pub struct AssignmentBatches {
+    schema: SchemaRef,
+    with_ids: bool,
+    ids: std::collections::VecDeque<RecordBatch>,
+    id_rows: usize,
+    labels: Vec<u32>,
+    distances: Vec<f32>,
+}
+
+impl AssignmentBatches {
+    pub fn new(id_schema: &SchemaRef) -> Self {
+        AssignmentBatches {
+            schema: assignments_schema(id_schema),
+            with_ids: !id_schema.fields().is_empty(),
+            ids: Default::default(),
+            id_rows: 0,
+            labels: Vec::new(),
+            distances: Vec::new(),
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The id columns of the next rows.
+    pub fn ids(
+        &mut self,
+        b: RecordBatch,
+        put: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        self.id_rows += b.num_rows();
+        self.ids.push_back(b);
+        self.drain(false, put)
+    }
+
+    /// The clusters and distances of the next rows.
+    pub fn results(
+        &mut self,
+        labels: &[u32],
+        distances: &[f32],
+        put: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        self.labels.extend_from_slice(labels);
+        self.distances.extend_from_slice(distances);
+        self.drain(false, put)
+    }
+
+    /// Hands out what is left; ids and results must have covered the same rows.
+    pub fn finish(mut self, put: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        self.drain(true, put)?;
+        if !self.labels.is_empty() || self.id_rows > 0 {
+            return Err(Error::Internal(format!(
+                "assignments: {} results and {} id rows left unpaired",
+                self.labels.len(),
+                self.id_rows
+            )));
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, last: bool, put: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        loop {
+            let ready = if self.with_ids {
+                self.id_rows.min(self.labels.len())
+            } else {
+                self.labels.len()
+            };
+            let n = if ready >= OUT_ROWS {
+                OUT_ROWS
+            } else if last && ready > 0 {
+                ready
+            } else {
+                return Ok(());
+            };
+            let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+            if self.with_ids {
+                // Only the leading batches that cover these rows are joined.
+                let mut take = Vec::new();
+                let mut got = 0;
+                while got < n {
+                    let b = self
+                        .ids
+                        .pop_front()
+                        .ok_or_else(|| Error::Internal("assignments: id rows miscounted".into()))?;
+                    got += b.num_rows();
+                    take.push(b);
+                }
+                let all = arrow_select::concat::concat_batches(&take[0].schema(), &take)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                cols.extend(all.slice(0, n).columns().iter().cloned());
+                if got > n {
+                    self.ids.push_front(all.slice(n, got - n));
+                }
+                self.id_rows -= n;
+            }
+            cols.push(Arc::new(Int32Array::from_iter_values(
+                self.labels.drain(..n).map(|l| l as i32),
+            )));
+            cols.push(Arc::new(Float32Array::from_iter_values(
+                self.distances.drain(..n),
+            )));
+            put(RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                cols,
+                &RecordBatchOptions::new().with_row_count(Some(n)),
+            )
+            .map_err(|e| Error::Internal(e.to_string()))?)?;
+        }
+    }
+}
+
+/// Assignments of rows whose id columns are all in memory.
+pub fn write_assignments(
+    out: &mut Outputs,
+    path: &Path,
+    id_schema: &SchemaRef,
+    ids: &[RecordBatch],
+    a: &Assignment,
+) -> Result<()> {
+    let mut w = AssignmentBatches::new(id_schema);
+    out.parquet_stream(path, w.schema(), &["distance"], |put| {
+        for b in ids {
+            w.ids(b.clone(), put)?;
+        }
+        w.results(&a.labels, &a.distances, put)?;
+        w.finish(put)
+    })
 }
 
 /// Centroids: `cluster`, `size`, `weight`, then the features in input units.

@@ -12,6 +12,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tempfile::NamedTempFile;
 
+use super::cleanup::Tracked;
 use crate::error::{Error, Result};
 
 /// Rows per Parquet row group: big enough for fast scans, small enough for Spark tasks.
@@ -58,11 +59,11 @@ pub fn writer_properties(no_dictionary: &[&str]) -> WriterProperties {
 /// Outputs written so far, not yet visible under their final names.
 #[derive(Default)]
 pub struct Outputs {
-    pending: Vec<(NamedTempFile, PathBuf)>,
+    pending: Vec<(Tracked, PathBuf)>,
 }
 
 impl Outputs {
-    fn temp_for(path: &Path) -> Result<NamedTempFile> {
+    fn temp_for(path: &Path) -> Result<(Tracked, std::fs::File)> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -76,8 +77,11 @@ impl Outputs {
             use std::os::unix::fs::PermissionsExt;
             b.permissions(std::fs::Permissions::from_mode(0o644));
         }
-        b.tempfile_in(parent_dir(path))
-            .map_err(|e| Error::output(path, e))
+        let tmp: NamedTempFile = b
+            .tempfile_in(parent_dir(path))
+            .map_err(|e| Error::output(path, e))?;
+        let file = tmp.reopen().map_err(|e| Error::output(path, e))?;
+        Ok((Tracked::new(tmp), file))
     }
 
     /// Writes `batches` as one Parquet file destined for `path`.
@@ -88,17 +92,31 @@ impl Outputs {
         batches: impl IntoIterator<Item = Result<RecordBatch>>,
         no_dictionary: &[&str],
     ) -> Result<()> {
-        let tmp = Self::temp_for(path)?;
-        let file = tmp.reopen().map_err(|e| Error::output(path, e))?;
+        self.parquet_stream(path, schema, no_dictionary, |put| {
+            for b in batches {
+                put(b?)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes one Parquet file destined for `path` from the batches `produce` hands to its
+    /// argument, as they come (for passes that stream).
+    pub fn parquet_stream(
+        &mut self,
+        path: &Path,
+        schema: SchemaRef,
+        no_dictionary: &[&str],
+        produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
+        let (tmp, file) = Self::temp_for(path)?;
         let mut w = ArrowWriter::try_new(
             file,
             Arc::clone(&schema),
             Some(writer_properties(no_dictionary)),
         )
         .map_err(|e| Error::output(path, e))?;
-        for b in batches {
-            w.write(&b?).map_err(|e| Error::output(path, e))?;
-        }
+        produce(&mut |b| w.write(&b).map_err(|e| Error::output(path, e)))?;
         w.close().map_err(|e| Error::output(path, e))?;
         self.pending.push((tmp, path.to_path_buf()));
         Ok(())
@@ -106,9 +124,9 @@ impl Outputs {
 
     /// Writes `bytes` as a file destined for `path`.
     pub fn bytes(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let mut tmp = Self::temp_for(path)?;
-        tmp.write_all(bytes)
-            .and_then(|_| tmp.flush())
+        let (tmp, mut file) = Self::temp_for(path)?;
+        file.write_all(bytes)
+            .and_then(|_| file.flush())
             .map_err(|e| Error::output(path, e))?;
         self.pending.push((tmp, path.to_path_buf()));
         Ok(())
@@ -117,8 +135,7 @@ impl Outputs {
     /// Renames every output into place. Temporary files of a failed run are removed on drop.
     pub fn commit(self) -> Result<()> {
         for (tmp, path) in self.pending {
-            tmp.persist(&path)
-                .map_err(|e| Error::output(&path, e.error))?;
+            tmp.persist(&path).map_err(|e| Error::output(&path, e))?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::backend::cpu::{Packed, dots};
-use crate::data::{Block, Dataset};
+use crate::data::{Block, Dataset, Rows};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -205,30 +205,53 @@ fn split_by_blocks<'a>(mut v: &'a mut [f32], blocks: &[Block]) -> Vec<&'a mut [f
 }
 
 /// `k` distinct rows, each drawn with probability proportional to its weight (weighted sampling
-/// without replacement by exponential keys, Efraimidis and Spirakis 2006).
-pub fn random_rows(data: &Dataset, k: usize, rng: &mut Rng) -> Result<Vec<f32>> {
+/// without replacement by exponential keys, Efraimidis and Spirakis 2006), in one pass that
+/// keeps only the `k` best keys.
+pub fn random_rows(data: &dyn Rows, k: usize, rng: &mut Rng) -> Result<Vec<f32>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    /// Orders by key, then prefers the lower row: the heap's top is the worst kept entry.
+    #[derive(PartialEq)]
+    struct Key(f64, usize);
+    impl Eq for Key {}
+    impl PartialOrd for Key {
+        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    impl Ord for Key {
+        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+            self.0.total_cmp(&o.0).then(o.1.cmp(&self.1))
+        }
+    }
     let dim = data.dim();
-    let mut keyed: Vec<(f64, usize)> = Vec::new();
-    let mut row = 0;
-    for b in data.batches() {
+    let mut heap: BinaryHeap<Reverse<Key>> = BinaryHeap::with_capacity(k + 1);
+    let mut positive = 0usize;
+    data.scan(&mut |start, b| {
         for r in 0..b.rows(dim) {
             let w = b.weights.as_ref().map_or(1.0, |w| w[r] as f64);
             let u = rng.uniform_open();
             if w > 0.0 {
-                keyed.push((u.ln() / w, row));
+                positive += 1;
+                heap.push(Reverse(Key(u.ln() / w, start + r)));
+                if heap.len() > k {
+                    heap.pop();
+                }
             }
-            row += 1;
         }
-    }
-    if keyed.len() < k {
+        Ok(())
+    })?;
+    if positive < k {
         return Err(Error::Usage(format!(
-            "--init random needs {k} rows with positive weight, the input has {}",
-            keyed.len()
+            "--init random needs {k} rows with positive weight, the input has {positive}"
         )));
     }
-    keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    Ok(keyed[..k]
-        .iter()
-        .flat_map(|&(_, i)| data.row(i).iter().copied())
+    let mut keyed: Vec<Key> = heap.into_iter().map(|Reverse(x)| x).collect();
+    keyed.sort_by(|a, b| b.cmp(a));
+    let idx: Vec<usize> = keyed.iter().map(|x| x.1).collect();
+    Ok(data
+        .gather(&idx)?
+        .into_iter()
+        .flat_map(|(v, _)| v)
         .collect())
 }

@@ -7,11 +7,13 @@
 //! re-seeded on the rows farthest from their centroids.
 
 mod init;
+mod parallel;
 
 pub use init::{kmeans_plus_plus, random_rows};
+pub use parallel::kmeans_parallel;
 
 use crate::backend::{Assignment, Backend};
-use crate::data::Dataset;
+use crate::data::Rows;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -22,6 +24,10 @@ pub enum Init {
     KMeansPlusPlus,
     /// `k` distinct rows drawn with probability proportional to their weight.
     Random,
+    /// Scalable k-means++ (k-means||, Bahmani et al. 2012): a few passes that each sample
+    /// about `oversampling * k` candidates, then weighted greedy k-means++ on the candidates.
+    /// Needs no random access to the rows, so it is the default when a fit streams.
+    KMeansParallel,
     /// Given centroids, `k * dim` row-major, in clustered space.
     Centroids(Vec<f32>),
 }
@@ -42,6 +48,12 @@ pub struct KMeansParams {
     pub tol: f64,
     /// Seed of every random choice. Default 0.
     pub seed: u64,
+    /// k-means|| sampling rounds (passes over the rows). Default 2, as Spark MLlib's
+    /// `initSteps`: with `oversampling` 2 the candidates already number about 4k.
+    pub init_rounds: usize,
+    /// k-means|| expected candidates per round, as a multiple of k. Default 2 (the `l = 2k`
+    /// of Bahmani et al. and Spark MLlib).
+    pub oversampling: f64,
 }
 
 impl KMeansParams {
@@ -53,6 +65,8 @@ impl KMeansParams {
             max_iter: 300,
             tol: 1e-4,
             seed: 0,
+            init_rounds: 2,
+            oversampling: 2.0,
         }
     }
 }
@@ -78,6 +92,8 @@ pub struct KMeansResult {
     pub run_inertias: Vec<f64>,
     /// Times an empty cluster was re-seeded, over the winning run.
     pub reseeded: usize,
+    /// Seconds spent choosing initial centroids, over all runs.
+    pub init_seconds: f64,
 }
 
 /// Progress events for a progress bar.
@@ -90,7 +106,7 @@ pub struct Quiet;
 impl Progress for Quiet {}
 
 /// Checks the parameters against the data before any work.
-pub fn validate(params: &KMeansParams, data: &Dataset) -> Result<()> {
+pub fn validate(params: &KMeansParams, data: &dyn Rows) -> Result<()> {
     if params.k == 0 {
         return Err(Error::Usage("--k must be at least 1".into()));
     }
@@ -113,6 +129,23 @@ pub fn validate(params: &KMeansParams, data: &Dataset) -> Result<()> {
             params.tol
         )));
     }
+    if params.init_rounds == 0 {
+        return Err(Error::Usage("--init-rounds must be at least 1".into()));
+    }
+    if !(params.oversampling > 0.0 && params.oversampling.is_finite()) {
+        return Err(Error::Usage(format!(
+            "--oversampling must be a positive number, got {}",
+            params.oversampling
+        )));
+    }
+    if params.init == Init::KMeansPlusPlus && data.in_memory().is_none() {
+        return Err(Error::Usage(
+            "greedy k-means++ needs every row in memory (k passes over the data); this fit \
+             streams, so use --init k-means|| (the default when streaming) or raise \
+             --memory-budget"
+                .into(),
+        ));
+    }
     if let Init::Centroids(c) = &params.init
         && c.len() != params.k * data.dim()
     {
@@ -125,13 +158,13 @@ pub fn validate(params: &KMeansParams, data: &Dataset) -> Result<()> {
 
 /// Fits k-means on `data` with `backend` doing the passes over the rows.
 pub fn fit(
-    data: &Dataset,
+    data: &dyn Rows,
     backend: &mut dyn Backend,
     params: &KMeansParams,
     progress: &dyn Progress,
 ) -> Result<KMeansResult> {
     validate(params, data)?;
-    let tol = params.tol * mean_variance(data);
+    let tol = params.tol * data.moments().mean_variance();
     let runs = if matches!(params.init, Init::Centroids(_)) {
         1
     } else {
@@ -139,13 +172,12 @@ pub fn fit(
     };
     let mut best: Option<KMeansResult> = None;
     let mut run_inertias = Vec::with_capacity(runs);
+    let mut init_seconds = 0.0;
     for run in 0..runs {
         let mut rng = Rng::derive(params.seed, run as u64);
-        let centroids = match &params.init {
-            Init::KMeansPlusPlus => kmeans_plus_plus(data, params.k, &mut rng),
-            Init::Random => random_rows(data, params.k, &mut rng)?,
-            Init::Centroids(c) => c.clone(),
-        };
+        let t = std::time::Instant::now();
+        let centroids = initial_centroids(data, params, &mut rng)?;
+        init_seconds += t.elapsed().as_secs_f64();
         let mut r = lloyd(data, backend, params, centroids, tol, run, progress)?;
         run_inertias.push(r.inertia);
         // Strictly lower wins, so ties keep the earlier run.
@@ -155,13 +187,36 @@ pub fn fit(
         }
     }
     let mut best = best.ok_or_else(|| Error::Internal("no k-means run".into()))?;
+    if best.best_run + 1 != runs {
+        // The backend holds the last run's labels; bring back the winner's.
+        backend.step(&best.centroids, best.k, false)?;
+    }
+    best.assignment = backend.assignment()?;
     best.run_inertias = run_inertias;
+    best.init_seconds = init_seconds;
     Ok(best)
+}
+
+/// The starting centroids of one run.
+fn initial_centroids(data: &dyn Rows, params: &KMeansParams, rng: &mut Rng) -> Result<Vec<f32>> {
+    match &params.init {
+        Init::KMeansPlusPlus => {
+            let d = data.in_memory().ok_or_else(|| {
+                Error::Internal("greedy k-means++ on rows that are not in memory".into())
+            })?;
+            Ok(kmeans_plus_plus(d, params.k, rng))
+        }
+        Init::Random => random_rows(data, params.k, rng),
+        Init::KMeansParallel => {
+            kmeans_parallel(data, params.k, params.init_rounds, params.oversampling, rng)
+        }
+        Init::Centroids(c) => Ok(c.clone()),
+    }
 }
 
 /// One Lloyd run from `centroids`.
 fn lloyd(
-    data: &Dataset,
+    data: &dyn Rows,
     backend: &mut dyn Backend,
     params: &KMeansParams,
     mut centroids: Vec<f32>,
@@ -209,12 +264,11 @@ fn lloyd(
     }
     // Final pass: labels, distances and inertia that belong to the returned centroids.
     let last = backend.step(&centroids, k, true)?;
-    let assignment = backend.assignment()?;
     Ok(KMeansResult {
         k,
         dim,
         centroids,
-        assignment,
+        assignment: Assignment::default(),
         sizes: last.counts,
         weights: last.weights,
         inertia: last.inertia,
@@ -223,6 +277,7 @@ fn lloyd(
         best_run: run,
         run_inertias: Vec::new(),
         reseeded,
+        init_seconds: 0.0,
     })
 }
 
@@ -252,32 +307,4 @@ fn reseed_empty(
         seeds.push((e, p.values));
     }
     Ok(seeds)
-}
-
-/// Mean over features of the per-feature variance (unweighted, as scikit-learn's tolerance).
-pub fn mean_variance(data: &Dataset) -> f64 {
-    let dim = data.dim();
-    let n = data.rows() as f64;
-    if n == 0.0 {
-        return 0.0;
-    }
-    let mut mean = vec![0.0f64; dim];
-    for b in data.batches() {
-        for row in b.values.chunks_exact(dim) {
-            for (m, &v) in mean.iter_mut().zip(row) {
-                *m += v as f64;
-            }
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n);
-    let mut var = vec![0.0f64; dim];
-    for b in data.batches() {
-        for row in b.values.chunks_exact(dim) {
-            for ((s, &m), &v) in var.iter_mut().zip(&mean).zip(row) {
-                let d = v as f64 - m;
-                *s += d * d;
-            }
-        }
-    }
-    var.iter().sum::<f64>() / n / dim as f64
 }

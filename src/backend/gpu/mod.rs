@@ -1,13 +1,15 @@
 //! The GPU backend: WGSL compute shaders through wgpu.
 //!
-//! Rows are uploaded once per fit, padded to a multiple of four features so the shaders can
-//! use vec4 loads. Each [`Backend::step`] uploads only the centroids; labels, distances and the
+//! Rows are uploaded once per fit (one scan of the row source), padded to a multiple of four
+//! features so the shaders can use vec4 loads. Each [`Backend::step`] uploads only the centroids; labels, distances and the
 //! per-row bookkeeping stay on the device, and per pass only a few scalars plus the k x d
 //! cluster sums come back.
 //!
 //! Rows are split into chunks no larger than the adapter's largest storage binding (or a
 //! forced smaller size), each with its own buffers and dispatches. When the rows do not fit in
-//! device memory at all, the points are streamed every pass through two reusable buffers.
+//! device memory at all, or the fit streams from disk, the points are scanned every pass and
+//! uploaded through two buffers that take turns, so one chunk's copy overlaps the previous
+//! chunk's kernels.
 //!
 //! Every result is reproducible bit for bit: the argmin and distances are per row, inertia is
 //! summed in fixed trees, and cluster sums are exact fixed-point integer sums (see
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytemuck::{Pod, Zeroable};
 
 use super::{Assignment, Backend, DeviceInfo, FarPoint, Step};
-use crate::data::Dataset;
+use crate::data::Rows;
 use crate::error::{Error, Result};
 use kernels::{AssignShape, Kernels, REDUCE_SLOTS, ROWS_PER_TILE, UpdateShape};
 
@@ -147,7 +149,7 @@ impl Growable {
 
 /// The k-means passes on a GPU. Holds the dataset for streaming and for [`Backend::farthest`].
 pub struct GpuBackend<'a> {
-    data: &'a Dataset,
+    data: &'a dyn Rows,
     device: wgpu::Device,
     queue: wgpu::Queue,
     name: String,
@@ -202,11 +204,11 @@ fn decode96(w: &[u32]) -> i128 {
 
 impl<'a> GpuBackend<'a> {
     /// Opens the adapter (by name substring when given) and uploads `data`.
-    pub fn new(data: &'a Dataset, adapter: Option<&str>) -> Result<GpuBackend<'a>> {
+    pub fn new(data: &'a dyn Rows, adapter: Option<&str>) -> Result<GpuBackend<'a>> {
         Self::with_options(data, GpuOptions::from_env(adapter))
     }
 
-    pub fn with_options(data: &'a Dataset, opts: GpuOptions) -> Result<GpuBackend<'a>> {
+    pub fn with_options(data: &'a dyn Rows, opts: GpuOptions) -> Result<GpuBackend<'a>> {
         let adapter = adapter::select(&adapter::Selection {
             name: opts.adapter.clone(),
             hide: opts.hide,
@@ -369,101 +371,69 @@ impl<'a> GpuBackend<'a> {
             other => other,
         };
         built?;
-        self.scoped(|g| g.upload_scales())?;
         self.wait_idle()
     }
 
     fn build_chunks(&mut self, layout: &[(usize, usize)], resident: bool) -> Result<()> {
-        let dev = &self.device;
+        let dev = self.device.clone();
         let row_bytes = (self.dp4 * 16) as u64;
         self.partial = dev.create_buffer(&storage_desc("partial", (self.tiles as u64 * 4).max(16)));
         self.chunks.clear();
         self.pool.clear();
-        let mut padded = Vec::new();
         let mut tile_base = 0u32;
         for &(start, rows) in layout {
-            let points = if resident {
-                let b = dev.create_buffer(&storage_desc("points", rows as u64 * row_bytes));
-                self.fill_points(start, rows, &mut padded);
-                self.queue
-                    .write_buffer(&b, 0, bytemuck::cast_slice(&padded));
-                Some(b)
-            } else {
-                None
-            };
-            let weights = dev.create_buffer(&storage_desc("weights", rows as u64 * 4));
-            let w: Vec<f32> = (start..start + rows).map(|i| self.data.weight(i)).collect();
-            self.queue
-                .write_buffer(&weights, 0, bytemuck::cast_slice(&w));
             let rw = storage_in() | wgpu::BufferUsages::COPY_SRC;
-            let chunk = Chunk {
+            self.chunks.push(Chunk {
                 start,
                 rows,
                 tile_base,
-                points,
-                weights,
+                points: resident
+                    .then(|| dev.create_buffer(&storage_desc("points", rows as u64 * row_bytes))),
+                weights: dev.create_buffer(&storage_desc("weights", rows as u64 * 4)),
                 labels: dev.create_buffer(&desc("labels", rows as u64 * 4, rw)),
                 dist: dev.create_buffer(&desc("distances", rows as u64 * 4, rw)),
-                assign_params: uniform(dev, "assign params", 16),
-                update_params: uniform(dev, "update params", 16),
-            };
+                assign_params: uniform(&dev, "assign params", 16),
+                update_params: uniform(&dev, "update params", 16),
+            });
             tile_base += rows.div_ceil(ROWS_PER_TILE) as u32;
-            self.chunks.push(chunk);
+        }
+        // One scan: points (when resident), weights, and the largest |w * x| per feature
+        // (computed in f32, as the shader does) for the fixed-point scales.
+        let dim = self.dim;
+        let mut max_abs = vec![0f32; dim];
+        let mut max_w = 0f32;
+        let data = self.data;
+        chunked_scan(data, layout, self.dp4 * 4, &mut |ci, padded, w| {
+            let c = &self.chunks[ci];
+            if let Some(p) = &c.points {
+                self.queue.write_buffer(p, 0, bytemuck::cast_slice(padded));
+            }
+            self.queue
+                .write_buffer(&c.weights, 0, bytemuck::cast_slice(w));
+            for (row, &wr) in padded.chunks_exact(self.dp4 * 4).zip(w) {
+                max_w = max_w.max(wr.abs());
+                for (m, &v) in max_abs.iter_mut().zip(row) {
+                    *m = m.max((v * wr).abs());
+                }
+            }
             // Hand the staging memory back before the next chunk.
             self.queue.submit([]);
+            Ok(())
+        })?;
+        self.scale_exp = max_abs.iter().map(|&m| fixed_point_exponent(m)).collect();
+        self.wscale_exp = fixed_point_exponent(max_w);
+        let mut sc = vec![0f32; self.dp4 * 4];
+        for (o, &e) in sc.iter_mut().zip(&self.scale_exp) {
+            *o = 2f32.powi(e);
         }
+        self.queue
+            .write_buffer(&self.scale, 0, bytemuck::cast_slice(&sc));
         if !resident {
             let cap = self.chunk_rows.min(self.data.rows()).max(1) as u64 * row_bytes;
             self.pool = (0..2)
                 .map(|_| dev.create_buffer(&storage_desc("stream", cap)))
                 .collect();
         }
-        Ok(())
-    }
-
-    /// Rows `start..start + rows` padded with zeros to `dp4 * 4` features, into `out`.
-    fn fill_points(&self, start: usize, rows: usize, out: &mut Vec<f32>) {
-        let (dim, dp) = (self.dim, self.dp4 * 4);
-        out.clear();
-        out.resize(rows * dp, 0.0);
-        let mut global = 0;
-        for b in self.data.batches() {
-            let n = b.rows(dim);
-            let lo = start.max(global);
-            let hi = (start + rows).min(global + n);
-            for g in lo..hi {
-                let src = &b.values[(g - global) * dim..(g - global + 1) * dim];
-                out[(g - start) * dp..(g - start) * dp + dim].copy_from_slice(src);
-            }
-            global += n;
-            if global >= start + rows {
-                break;
-            }
-        }
-    }
-
-    /// Per-feature exponents from the largest |w * x| (computed in f32, as the shader does).
-    fn upload_scales(&mut self) -> Result<()> {
-        let dim = self.dim;
-        let mut max_abs = vec![0f32; dim];
-        let mut max_w = 0f32;
-        for b in self.data.batches() {
-            for (r, row) in b.values.chunks_exact(dim).enumerate() {
-                let w = b.weights.as_ref().map_or(1.0, |w| w[r]);
-                max_w = max_w.max(w.abs());
-                for (m, &v) in max_abs.iter_mut().zip(row) {
-                    *m = m.max((v * w).abs());
-                }
-            }
-        }
-        self.scale_exp = max_abs.iter().map(|&m| fixed_point_exponent(m)).collect();
-        self.wscale_exp = fixed_point_exponent(max_w);
-        let mut s = vec![0f32; self.dp4 * 4];
-        for (o, &e) in s.iter_mut().zip(&self.scale_exp) {
-            *o = 2f32.powi(e);
-        }
-        self.queue
-            .write_buffer(&self.scale, 0, bytemuck::cast_slice(&s));
         Ok(())
     }
 
@@ -598,73 +568,47 @@ impl<'a> GpuBackend<'a> {
         if update {
             enc.clear_buffer(&acc, 0, Some(acc_bytes));
         }
-        let streamed = !self.pool.is_empty();
-        let mut padded = Vec::new();
-        for ci in 0..self.chunks.len() {
-            let (start, rows, tile_base) = {
-                let c = &self.chunks[ci];
-                (c.start, c.rows, c.tile_base)
-            };
-            let points = match &self.chunks[ci].points {
-                Some(p) => p.clone(),
-                None => {
-                    let slot = self.pool[ci % 2].clone();
-                    self.fill_points(start, rows, &mut padded);
-                    self.queue
-                        .write_buffer(&slot, 0, bytemuck::cast_slice(&padded));
-                    slot
-                }
-            };
-            let c = &self.chunks[ci];
-            let (weights, labels, dist) = (c.weights.clone(), c.labels.clone(), c.dist.clone());
-            let (ap, up) = (c.assign_params.clone(), c.update_params.clone());
-            let params = AssignParams {
-                rows: rows as u32,
-                k: k as u32,
-                first: first as u32,
-                tile_base,
-            };
-            self.queue.write_buffer(&ap, 0, bytemuck::bytes_of(&params));
-            let groups = rows.div_ceil(ROWS_PER_TILE) as u32;
-            let binds = [
-                &ap,
-                &points,
-                &weights,
-                &cbuf,
-                &nbuf,
-                &labels,
-                &dist,
-                &self.partial.clone(),
-                &self.changed.clone(),
-            ];
-            self.pass(&mut enc, Pipe::Assign(ashape), &binds, groups);
-            if update {
-                let rpw = base_rows.max(rows.div_ceil(max_groups));
-                let params = UpdateParams {
-                    rows: rows as u32,
-                    k: k as u32,
-                    rows_per_wg: rpw as u32,
-                    wscale,
-                };
-                self.queue.write_buffer(&up, 0, bytemuck::bytes_of(&params));
-                let binds = [&up, &points, &weights, &labels, &self.scale.clone(), &acc];
-                self.pass(
-                    &mut enc,
-                    Pipe::Update(ushape),
-                    &binds,
-                    rows.div_ceil(rpw) as u32,
-                );
+        let ctx = ChunkPass {
+            k,
+            update,
+            first,
+            ashape,
+            ushape,
+            base_rows,
+            max_groups,
+            wscale,
+            cbuf: &cbuf,
+            nbuf: &nbuf,
+            acc: &acc,
+        };
+        if self.pool.is_empty() {
+            for ci in 0..self.chunks.len() {
+                let points = self.chunks[ci]
+                    .points
+                    .clone()
+                    .ok_or_else(|| Error::Internal("resident chunk without points".into()))?;
+                self.encode_chunk(&mut enc, ci, &points, &ctx);
             }
-            if streamed {
-                // The next write to this pool slot must land after this chunk's work; a
-                // submit orders it, and waiting on the one before bounds staging memory.
+        } else {
+            // Streamed: the two pool buffers take turns. A submit orders the next write to a
+            // slot after the work that reads it, and waiting on every second one bounds the
+            // staging memory while the copy of one chunk overlaps the kernels of the last.
+            let layout: Vec<(usize, usize)> =
+                self.chunks.iter().map(|c| (c.start, c.rows)).collect();
+            let data = self.data;
+            chunked_scan(data, &layout, dp, &mut |ci, padded, _| {
+                let slot = self.pool[ci % 2].clone();
+                self.queue
+                    .write_buffer(&slot, 0, bytemuck::cast_slice(padded));
+                self.encode_chunk(&mut enc, ci, &slot, &ctx);
                 let done =
                     std::mem::replace(&mut enc, dev.create_command_encoder(&Default::default()));
                 self.queue.submit([done.finish()]);
                 if ci % 2 == 1 {
                     self.wait_idle()?;
                 }
-            }
+                Ok(())
+            })?;
         }
         let rp = ReduceParams {
             count: self.tiles,
@@ -718,6 +662,57 @@ impl<'a> GpuBackend<'a> {
         Ok(step)
     }
 
+    /// Records chunk `ci`'s assign pass (and update pass) over `points` into `enc`.
+    fn encode_chunk(
+        &mut self,
+        enc: &mut wgpu::CommandEncoder,
+        ci: usize,
+        points: &wgpu::Buffer,
+        x: &ChunkPass,
+    ) {
+        let c = &self.chunks[ci];
+        let (rows, tile_base) = (c.rows, c.tile_base);
+        let (weights, labels, dist) = (c.weights.clone(), c.labels.clone(), c.dist.clone());
+        let (ap, up) = (c.assign_params.clone(), c.update_params.clone());
+        let params = AssignParams {
+            rows: rows as u32,
+            k: x.k as u32,
+            first: x.first as u32,
+            tile_base,
+        };
+        self.queue.write_buffer(&ap, 0, bytemuck::bytes_of(&params));
+        let groups = rows.div_ceil(ROWS_PER_TILE) as u32;
+        let binds = [
+            &ap,
+            points,
+            &weights,
+            x.cbuf,
+            x.nbuf,
+            &labels,
+            &dist,
+            &self.partial.clone(),
+            &self.changed.clone(),
+        ];
+        self.pass(enc, Pipe::Assign(x.ashape), &binds, groups);
+        if x.update {
+            let rpw = x.base_rows.max(rows.div_ceil(x.max_groups));
+            let params = UpdateParams {
+                rows: rows as u32,
+                k: x.k as u32,
+                rows_per_wg: rpw as u32,
+                wscale: x.wscale,
+            };
+            self.queue.write_buffer(&up, 0, bytemuck::bytes_of(&params));
+            let binds = [&up, points, &weights, &labels, &self.scale.clone(), x.acc];
+            self.pass(
+                enc,
+                Pipe::Update(x.ushape),
+                &binds,
+                rows.div_ceil(rpw) as u32,
+            );
+        }
+    }
+
     /// Compiles a WGSL compute shader (entry point `main`) the way the kernels are compiled,
     /// to check that a shader failure surfaces as [`Error::Device`].
     #[doc(hidden)]
@@ -754,6 +749,64 @@ impl<'a> GpuBackend<'a> {
         }
         Ok(out)
     }
+}
+
+/// What every chunk of one step shares.
+struct ChunkPass<'b> {
+    k: usize,
+    update: bool,
+    first: bool,
+    ashape: AssignShape,
+    ushape: UpdateShape,
+    base_rows: usize,
+    max_groups: usize,
+    wscale: f32,
+    cbuf: &'b wgpu::Buffer,
+    nbuf: &'b wgpu::Buffer,
+    acc: &'b wgpu::Buffer,
+}
+
+/// Scans `data` once and calls `f(chunk, padded_rows, weights)` for each chunk of `layout`
+/// (consecutive `(start, rows)` ranges covering every row), rows padded with zeros to `dp`
+/// values.
+fn chunked_scan(
+    data: &dyn Rows,
+    layout: &[(usize, usize)],
+    dp: usize,
+    f: &mut dyn FnMut(usize, &[f32], &[f32]) -> Result<()>,
+) -> Result<()> {
+    let dim = data.dim();
+    let mut ci = 0;
+    let mut padded: Vec<f32> = Vec::new();
+    let mut weights: Vec<f32> = Vec::new();
+    data.scan(&mut |_, slab| {
+        let n = slab.rows(dim);
+        let mut r = 0;
+        while r < n {
+            let Some(&(_, rows)) = layout.get(ci) else {
+                return Err(Error::Internal("rows beyond the chunk layout".into()));
+            };
+            let have = weights.len();
+            let take = (rows - have).min(n - r);
+            padded.resize((have + take) * dp, 0.0);
+            for i in 0..take {
+                let src = &slab.values[(r + i) * dim..(r + i + 1) * dim];
+                padded[(have + i) * dp..(have + i) * dp + dim].copy_from_slice(src);
+            }
+            match &slab.weights {
+                Some(w) => weights.extend_from_slice(&w[r..r + take]),
+                None => weights.resize(have + take, 1.0),
+            }
+            r += take;
+            if weights.len() == rows {
+                f(ci, &padded, &weights)?;
+                ci += 1;
+                padded.clear();
+                weights.clear();
+            }
+        }
+        Ok(())
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -829,12 +882,7 @@ impl Backend for GpuBackend<'_> {
 
     fn farthest(&mut self, m: usize) -> Result<Vec<FarPoint>> {
         let a = self.scoped(|g| g.read_rows())?;
-        Ok(super::cpu::farthest_of(
-            self.data,
-            &a.labels,
-            &a.distances,
-            m,
-        ))
+        super::cpu::farthest_of(self.data, &a.labels, &a.distances, m)
     }
 
     fn assignment(&mut self) -> Result<Assignment> {
