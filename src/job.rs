@@ -205,6 +205,22 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
     })
 }
 
+/// Fails with a usage error when a table's rows, read whole (as `profile` and `sweep` read
+/// them), would exceed `budget`.
+pub fn check_in_memory(inputs: &[PathBuf], read: &ReadOptions, budget: u64) -> Result<()> {
+    let src = Source::open(inputs, read)?;
+    let need = src.raw_rows() as u64 * (src.dim() as u64 * 8 + 8) + src.extras_bytes() as u64;
+    if need > budget {
+        return Err(Error::Usage(format!(
+            "this command holds every row in memory, about {} for this table, more than \
+             --memory-budget {}; raise the budget or run it on a sample of the table",
+            fmt_mib(need),
+            fmt_mib(budget)
+        )));
+    }
+    Ok(())
+}
+
 fn fmt_mib(b: u64) -> String {
     format!("{} MiB", b >> 20)
 }

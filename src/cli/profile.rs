@@ -132,6 +132,8 @@ pub struct ProfileArgs {
     #[command(flatten)]
     pub insight: InsightArgs,
     #[command(flatten)]
+    pub memory: super::MemoryArgs,
+    #[command(flatten)]
     pub run: RunArgs,
 }
 
@@ -387,6 +389,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         drop_invalid: a.drop_invalid,
         carry: a.insight.carry(),
     };
+    crate::job::check_in_memory(&a.inputs, &opts, a.memory.budget())?;
     let mut table = read_table(&a.inputs, &opts)?;
     let extras = decode_extras(&table.carry, &table.files, &a.insight)?;
     let raw = table.data.clone();

@@ -75,6 +75,8 @@ pub struct SweepArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
     #[command(flatten)]
+    pub memory: super::MemoryArgs,
+    #[command(flatten)]
     pub run: RunArgs,
 }
 
@@ -141,6 +143,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         drop_invalid: a.drop_invalid,
         carry: insight.carry(),
     };
+    crate::job::check_in_memory(&a.inputs, &opts, a.memory.budget())?;
     let mut table = read_table(&a.inputs, &opts)?;
     let Extras { segment, .. } = decode_extras(&table.carry, &table.files, &insight)?;
     let scaler = Scaler::fit(a.scale, &table.data);
