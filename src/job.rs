@@ -265,6 +265,9 @@ pub struct FitJob {
     pub output: Option<PathBuf>,
     pub centroids: Option<PathBuf>,
     pub model: Option<PathBuf>,
+    /// Fit on a uniform seeded sample of this many rows, then assign every row in one final
+    /// pass (FAISS samples at most 256 rows per centroid by default).
+    pub train_sample: Option<usize>,
 }
 
 impl FitJob {
@@ -285,6 +288,7 @@ impl FitJob {
             output: None,
             centroids: None,
             model: None,
+            train_sample: None,
         }
     }
 }
@@ -304,6 +308,8 @@ pub struct FitRun {
     pub seconds_write: f64,
     /// Full passes over the rows: Parquet decodes and scans of the prepared rows.
     pub passes: usize,
+    /// Rows the centroids were trained on (all of them without `train_sample`).
+    pub train_rows: usize,
 }
 
 impl FitRun {
@@ -318,6 +324,9 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
     let t0 = Instant::now();
     if job.params.k == 0 {
         return Err(Error::Usage("--k must be at least 1".into()));
+    }
+    if job.train_sample == Some(0) {
+        return Err(Error::Usage("--train-sample must be at least 1".into()));
     }
     let source = Source::open(&job.inputs, &job.read)?;
     let prepared = prepare(source, Scaling::Fit(job.scale), &job.prepare)?;
@@ -351,10 +360,33 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
 
     let t1 = Instant::now();
     let rows: &dyn Rows = prepared.rows.as_ref();
-    let mut be = backend::create(job.device, rows, job.adapter.as_deref())?;
-    let result = kmeans::fit(rows, be.as_mut(), &params, progress)?;
-    let info = be.info();
-    drop(be);
+    let sample = match job.train_sample {
+        Some(m) if m < rows.rows() => Some(sample_rows(rows, m, params.seed)?),
+        _ => None,
+    };
+    let (result, info) = match &sample {
+        None => {
+            let mut be = backend::create(job.device, rows, job.adapter.as_deref())?;
+            let result = kmeans::fit(rows, be.as_mut(), &params, progress)?;
+            (result, be.info())
+        }
+        Some(train) => {
+            kmeans::validate(&params, train)?;
+            let mut be = backend::create(job.device, train, job.adapter.as_deref())?;
+            let mut result = kmeans::fit(train, be.as_mut(), &params, progress)?;
+            drop(be);
+            // One pass over every row against the trained centroids.
+            let mut be = backend::create(job.device, rows, job.adapter.as_deref())?;
+            let last = be.step(&result.centroids, params.k, true)?;
+            result.assignment = be.assignment()?;
+            result.sizes = last.counts;
+            result.weights = last.weights;
+            result.inertia = last.inertia;
+            (result, be.info())
+        }
+    };
+    let train_rows = sample.as_ref().map_or(rows.rows(), |d| d.rows());
+    drop(sample);
     let seconds_fit = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
@@ -407,7 +439,41 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
         seconds_fit,
         seconds_write: t2.elapsed().as_secs_f64(),
         passes,
+        train_rows,
     })
+}
+
+/// `m` rows drawn uniformly without replacement (Floyd's algorithm, seeded), gathered in row
+/// order in one pass: the same rows whatever the thread count or where the rows live.
+pub fn sample_rows(rows: &dyn Rows, m: usize, seed: u64) -> Result<Dataset> {
+    let n = rows.rows();
+    let mut rng = crate::rng::Rng::derive(seed, 0x7261_696e);
+    let mut picked = std::collections::HashSet::with_capacity(m);
+    for j in n - m..n {
+        let t = rng.below(j as u64 + 1) as usize;
+        if !picked.insert(t) {
+            picked.insert(j);
+        }
+    }
+    let mut idx: Vec<usize> = picked.into_iter().collect();
+    idx.sort_unstable();
+    let dim = rows.dim();
+    let mut values = Vec::with_capacity(m * dim);
+    let mut weights = rows.is_weighted().then(|| Vec::with_capacity(m));
+    let mut next = 0;
+    rows.scan(&mut |start, slab| {
+        let end = start + slab.rows(dim);
+        while next < idx.len() && idx[next] < end {
+            let r = idx[next] - start;
+            values.extend_from_slice(&slab.values[r * dim..(r + 1) * dim]);
+            if let (Some(w), Some(sw)) = (weights.as_mut(), &slab.weights) {
+                w.push(sw[r]);
+            }
+            next += 1;
+        }
+        Ok(())
+    })?;
+    Ok(Dataset::from_rows(dim, values, weights))
 }
 
 /// The assignments of a prepared table: ids from memory, or from one more pass over the

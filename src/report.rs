@@ -40,6 +40,8 @@ pub struct FitSummary {
     pub mode: crate::job::Mode,
     /// Full passes over the rows (Parquet decodes and scans of the prepared rows).
     pub passes: usize,
+    /// Rows the centroids were trained on (`--train-sample`; all rows otherwise).
+    pub train_rows: usize,
     /// The initialisation that ran: `k-means++`, `k-means||`, `random` or `file`.
     pub init: String,
     pub n_init: usize,

@@ -472,3 +472,45 @@ fn kmeans_parallel_puts_one_centre_in_every_well_separated_blob() {
     }
     assert_eq!(Rows::passes(&mem), Rows::passes(&spill));
 }
+
+#[test]
+fn a_training_sample_fits_on_its_rows_and_assigns_every_row() {
+    let dir = tmpdir();
+    let (one, _) = tables(dir.path(), 2, None);
+    let args = [
+        "--train-sample",
+        "20000",
+        "--init",
+        "k-means||",
+        "--scale",
+        "none",
+    ];
+    let (j, files) = fit(&one, &dir.path().join("mem"), &args, false);
+    assert_eq!(j["train_rows"], 20000);
+    assert_eq!(j["rows"], N as u64);
+    let small = [&args[..], &["--memory-budget", "2MB"]].concat();
+    let (_, streamed) = fit(&one, &dir.path().join("stream"), &small, false);
+    assert!(
+        files == streamed,
+        "the sample or its fit depends on the budget"
+    );
+    // Every row's cluster is its nearest trained centroid, by brute force in f64.
+    let x = blobs(N, D, 6, 11);
+    let c: Vec<Vec<f64>> = (0..D)
+        .map(|j| read_column_f64(&dir.path().join("mem/c.parquet"), &format!("f{j}")))
+        .collect();
+    let labels = read_column_f64(&dir.path().join("mem/a.parquet"), "cluster");
+    let mut off = 0;
+    for (i, &l) in labels.iter().enumerate() {
+        let d2 = |k: usize| {
+            (0..D)
+                .map(|j| (x[i * D + j] as f64 - c[j][k]).powi(2))
+                .sum::<f64>()
+        };
+        let best = (0..6).map(d2).fold(f64::INFINITY, f64::min);
+        if d2(l as usize) > best * (1.0 + 1e-5) + 1e-6 {
+            off += 1;
+        }
+    }
+    assert_eq!(off, 0, "rows not at their nearest centroid");
+}

@@ -53,6 +53,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         output: a.output.clone(),
         centroids: a.centroids.clone(),
         model: a.model.clone(),
+        train_sample: a.train_sample,
     };
     let runs = if matches!(init, InitChoice::File(_)) {
         1
@@ -142,6 +143,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         },
         mode: p.mode,
         passes: run.passes,
+        train_rows: run.train_rows,
         init: run.init.to_string(),
         n_init: result.run_inertias.len(),
         best_run: result.best_run,

@@ -140,6 +140,10 @@ pub struct FitArgs {
     /// k-means|| candidates drawn per round, as a multiple of k (the l = 2k of Bahmani et al.).
     #[arg(long, default_value_t = 2.0, value_name = "F")]
     pub oversampling: f64,
+    /// Train on a uniform seeded sample of N rows, then assign every row in one final pass
+    /// (the practical way to cluster 100 M rows; FAISS samples 256 rows per centroid).
+    #[arg(long, value_name = "N")]
+    pub train_sample: Option<usize>,
     /// Runs from different seeds; the one with the lowest inertia is kept.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub n_init: usize,
