@@ -639,7 +639,8 @@ impl<'a> GpuBackend<'a> {
             ];
             self.pass(&mut enc, Pipe::Assign(ashape), &binds, groups);
             if update {
-                let rpw = base_rows.max(rows.div_ceil(max_groups));
+                let slices = ushape.slices();
+                let rpw = base_rows.max(rows.div_ceil(max_groups / slices));
                 let params = UpdateParams {
                     rows: rows as u32,
                     k: k as u32,
@@ -652,7 +653,7 @@ impl<'a> GpuBackend<'a> {
                     &mut enc,
                     Pipe::Update(ushape),
                     &binds,
-                    rows.div_ceil(rpw) as u32,
+                    (rows.div_ceil(rpw) * slices) as u32,
                 );
             }
             if streamed {
