@@ -29,3 +29,32 @@ command -v chromium >/dev/null 2>&1 || install "headless browser for the HTML re
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
 cargo test --release --locked
+
+# The CPU kernels exist for AVX-512, AVX2 and a portable fallback, and the suite above ran the
+# best this CPU has. Run the kernel, reference, scikit-learn equivalence and thread-determinism
+# tests again on every path this CPU can run (LAKEMEANS_ISA picks it), and say which it cannot.
+for isa in avx512 avx2 portable; do
+  case $isa in
+    avx512) need=(avx512f avx2 fma) ;;
+    avx2) need=(avx2 fma) ;;
+    *) need=() ;;
+  esac
+  missing=""
+  for flag in "${need[@]}"; do
+    grep -qw "$flag" /proc/cpuinfo || missing+=" $flag"
+  done
+  if [[ -n $missing ]]; then
+    echo "test.sh: NOT testing the $isa CPU kernels: this CPU lacks$missing" >&2
+    continue
+  fi
+  echo "test.sh: CPU kernels with LAKEMEANS_ISA=$isa" >&2
+  got=$(LAKEMEANS_ISA=$isa target/release/lakemeans fit datasets/audience_sample.parquet --k 3 \
+    --exclude label --id customer_id --device cpu --json)
+  [[ $got == *"threads, $isa"* ]] || { echo "test.sh: LAKEMEANS_ISA=$isa did not take effect: $got" >&2; exit 1; }
+  export LAKEMEANS_ISA=$isa
+  cargo test --release --locked --lib backend::cpu
+  cargo test --release --locked --test reference
+  cargo test --release --locked --test equivalence cpu_
+  cargo test --release --locked --test cli byte_identical
+  unset LAKEMEANS_ISA
+done

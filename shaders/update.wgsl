@@ -16,14 +16,21 @@
 //   weights k entries
 //   counts  k entries
 //
-// When all entries fit in workgroup memory (SHARED > 0) a workgroup first accumulates into
-// its own copy and then adds each non-zero entry once to the global one, which keeps
-// contention off global memory when k * d is small.
+// Workgroup-private sums. When the accumulators fit in workgroup memory (SHARED > 0), each
+// workgroup adds its rows into its own copy and then adds each non-zero entry once to the
+// global one, which keeps contention off global memory. When all k * d sums do not fit, the
+// features are cut into SLICES column slices of COLS vec4 columns, and each workgroup takes
+// one slice of one row range (workgroup id = row range * SLICES + slice); slice 0 also adds
+// the weights and counts. Only when even one vec4 column per cluster does not fit (very
+// large k) do rows add straight into the global accumulators.
+//
+// Workgroup copy layout: sums k * COLS * 4 entries, cluster-major, then weights, then counts.
 
 const DP4: u32 = $DP4u;
 const SHARED: u32 = $SHAREDu; // entries held in workgroup memory, 0 for the direct path
+const COLS: u32 = $COLSu;     // vec4 columns per slice (DP4 on the direct path)
+const SLICES: u32 = (DP4 + COLS - 1u) / COLS;
 const THREADS: u32 = 256u;
-const SLOTS: u32 = DP4 + 1u; // per row: DP4 vec4 columns, then one slot for weight and count
 
 struct Params {
     rows: u32,        // rows in this chunk
@@ -116,6 +123,21 @@ fn add(entry: u32, m: vec3<u32>) {
     }
 }
 
+// The global entry of workgroup-copy entry e for the slice starting at vec4 column q0, or
+// 0xffffffff for the padding columns of a short last slice.
+fn global_entry(e: u32, k: u32, q0: u32) -> u32 {
+    let sums = k * COLS * 4u;
+    if (e >= sums) {
+        return k * DP4 * 4u + (e - sums);
+    }
+    let j = e / (COLS * 4u);
+    let q = q0 + (e / 4u) % COLS;
+    if (q >= DP4) {
+        return 0xffffffffu;
+    }
+    return (j * DP4 + q) * 4u + e % 4u;
+}
+
 @compute @workgroup_size(THREADS, 1, 1)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let k = p.k;
@@ -126,20 +148,29 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
         workgroupBarrier();
     }
 
-    let r0 = wid.x * p.rows_per_wg;
+    let slice = wid.x % SLICES;
+    let q0 = slice * COLS;
+    let ncols = min(COLS, DP4 - q0);
+    // Slice 0 also adds each row's weight and count, in one more slot per row.
+    let slots = ncols + select(0u, 1u, slice == 0u);
+    let r0 = (wid.x / SLICES) * p.rows_per_wg;
     let r1 = min(p.rows, r0 + p.rows_per_wg);
-    let wbase = k * DP4 * 4u; // first weight entry
-    let cbase = wbase + k;    // first count entry
+    // Where weights and counts start, in whichever copy the adds go to.
+    let wbase = k * select(DP4, COLS, SHARED > 0u) * 4u;
+    let cbase = wbase + k;
     if (r0 < r1) {
-        let work = (r1 - r0) * SLOTS;
+        let work = (r1 - r0) * slots;
         for (var f = li; f < work; f += THREADS) {
-            let row = r0 + f / SLOTS;
-            let q = f % SLOTS;
+            let row = r0 + f / slots;
+            let q = f % slots;
             let lab = labels[row];
             let wr = w[row];
-            if (q < DP4) {
-                let v = round(x[row * DP4 + q] * wr * scale[q]);
-                let e0 = (lab * DP4 + q) * 4u;
+            if (q < ncols) {
+                let v = round(x[row * DP4 + q0 + q] * wr * scale[q0 + q]);
+                var e0 = (lab * DP4 + q0 + q) * 4u;
+                if (SHARED > 0u) {
+                    e0 = (lab * COLS + q) * 4u;
+                }
                 for (var c = 0u; c < 4u; c++) {
                     if (v[c] != 0.0) {
                         add(e0 + c, split(v[c]));
@@ -163,8 +194,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
                 atomicLoad(&wacc[e * 3u + 1u]),
                 atomicLoad(&wacc[e * 3u + 2u]),
             );
-            if (any(m != vec3<u32>(0u))) {
-                add_global(e * 3u, m);
+            let g = global_entry(e, k, q0);
+            if (g != 0xffffffffu && any(m != vec3<u32>(0u))) {
+                add_global(g * 3u, m);
             }
         }
     }

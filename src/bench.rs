@@ -31,6 +31,8 @@ pub struct BenchConfig {
     pub max_bytes: usize,
     pub device: DeviceChoice,
     pub adapter: Option<String>,
+    /// Also time a copy of each feature matrix, the bandwidth bound of a pass.
+    pub copy: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +50,12 @@ pub struct BenchResult {
     /// 2·n·k·d floating-point operations per iteration over the time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gflops: Option<f64>,
+    /// Seconds to copy the feature matrix with every thread (median of three), with `copy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_seconds: Option<f64>,
+    /// Bytes read plus bytes written per second by that copy, in GB/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_gb_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
 }
@@ -96,6 +104,8 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchResult)) -> Result<Ve
                 seconds_per_iter: None,
                 points_per_second: None,
                 gflops: None,
+                copy_seconds: None,
+                copy_gb_per_s: None,
                 skipped: Some(why),
             };
             report(&r);
@@ -132,6 +142,8 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchResult)) -> Result<Ve
         times.sort_by(f64::total_cmp);
         let t = times[times.len() / 2];
         let info = be.info();
+        drop(be);
+        let copy = cfg.copy.then(|| copy_seconds(data, cfg.iterations.max(1)));
         let gflops = flops / t / 1e9;
         best_gflops = best_gflops.max(gflops);
         let r = BenchResult {
@@ -143,12 +155,40 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchResult)) -> Result<Ve
             seconds_per_iter: Some(t),
             points_per_second: Some(n as f64 / t),
             gflops: Some(gflops),
+            copy_seconds: copy,
+            copy_gb_per_s: copy.map(|c| 2.0 * (n * d * 4) as f64 / c / 1e9),
             skipped: None,
         };
         report(&r);
         out.push(r);
     }
     Ok(out)
+}
+
+/// Median seconds of `repeats` copies of the feature matrix into another buffer with every
+/// thread, after one untimed copy that maps the destination's pages.
+fn copy_seconds(data: &Dataset, repeats: usize) -> f64 {
+    const CHUNK: usize = 1 << 16;
+    let mut times = Vec::with_capacity(repeats);
+    let mut dst: Vec<Vec<f32>> = data
+        .batches()
+        .iter()
+        .map(|b| vec![0.0; b.values.len()])
+        .collect();
+    for rep in 0..=repeats {
+        let t = Instant::now();
+        for (b, d) in data.batches().iter().zip(&mut dst) {
+            d.par_chunks_mut(CHUNK)
+                .zip(b.values.par_chunks(CHUNK))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+        }
+        if rep > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    std::hint::black_box(&dst);
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// Standard normal features, generated in parallel from fixed per-chunk streams.

@@ -535,7 +535,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictSummary> {
     let (rows, inertia, dropped, info, passes, mode);
     if job.device == DeviceChoice::Cpu {
         let dim = source.dim();
-        let packed = crate::backend::cpu::Packed::new(&centroids, m.k, dim);
+        let pass = crate::backend::cpu::Pass::new(&centroids, m.k, dim, true, false);
         let mut w = AssignmentBatches::new(&source.id_schema);
         let mut total = 0.0f64;
         let mut n = 0usize;
@@ -548,13 +548,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictSummary> {
                     let r = slab.rows(dim);
                     labels.resize(r, 0);
                     dists.resize(r, 0.0);
-                    crate::backend::cpu::assign_slab(
-                        &slab,
-                        &centroids,
-                        &packed,
-                        &mut labels,
-                        &mut dists,
-                    );
+                    crate::backend::cpu::assign_slab(&slab, &pass, &mut labels, &mut dists);
                     for (i, (&l, &d)) in labels.iter().zip(&dists).enumerate() {
                         sizes[l as usize] += 1;
                         total += slab.weights.as_ref().map_or(1.0, |w| w[i] as f64) * d as f64;

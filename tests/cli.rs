@@ -764,3 +764,46 @@ fn bad_inputs_exit_2_with_a_message_and_no_output() {
         &["two"],
     );
 }
+
+#[test]
+fn isa_override_is_obeyed_or_refused_on_stderr() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/datasets/audience_sample.parquet"
+    );
+    let fit = |isa: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lakemeans"))
+            .args(["fit", sample, "--k", "3", "--exclude", "label"])
+            .args(["--id", "customer_id", "--device", "cpu", "--json"])
+            .env("LAKEMEANS_HIDE_GPU", "1")
+            .env("LAKEMEANS_ISA", isa)
+            .output()
+            .unwrap()
+    };
+    let adapter = |o: &std::process::Output| {
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        j["adapter"].as_str().unwrap().to_string()
+    };
+    let o = fit("portable");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        adapter(&o).ends_with("threads, portable"),
+        "{}",
+        adapter(&o)
+    );
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let o = fit("sse9");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("LAKEMEANS_ISA=sse9 is not one of avx512, avx2, portable"),
+        "{}",
+        stderr(&o)
+    );
+    let a = adapter(&o);
+    assert!(
+        ["avx512", "avx2", "portable"]
+            .iter()
+            .any(|i| a.ends_with(i)),
+        "{a}"
+    );
+}

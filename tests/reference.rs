@@ -78,6 +78,13 @@ fn step_labels_are_the_argmin_and_sums_are_exact() {
         (2500, 33, 70, false),
         (777, 130, 9, true),
         (50, 3, 50, false),
+        // Every width of the register kernels (k up to 8, 16, 32, 64), blocks and tiles cut
+        // short, and a narrow k = 64 too wide for registers.
+        (4099, 16, 10, false),
+        (2100, 8, 4, true),
+        (2049, 2, 33, false),
+        (3000, 32, 64, true),
+        (1500, 100, 64, false),
     ] {
         let data = dataset(n, d, k.min(8), n as u64, weighted, 3);
         let mut rng = Rng::new(5);
@@ -127,6 +134,19 @@ fn ties_go_to_the_lowest_index() {
     let mut be = CpuBackend::new(&data);
     be.step(&cents, 3, false).unwrap();
     assert_eq!(be.assignment().unwrap().labels, vec![0, 0]);
+    // The same with the twins far apart in wider centroid sets (registers, then panels).
+    for (k, a, b) in [(40, 5, 37), (64, 0, 63), (100, 20, 90)] {
+        let mut cents: Vec<f32> = (0..k).flat_map(|j| [50.0 + j as f32, 0.0]).collect();
+        cents[2 * a..2 * a + 2].copy_from_slice(&[0.5, 0.5]);
+        cents[2 * b..2 * b + 2].copy_from_slice(&[0.5, 0.5]);
+        let mut be = CpuBackend::new(&data);
+        be.step(&cents, k, false).unwrap();
+        assert_eq!(
+            be.assignment().unwrap().labels,
+            vec![a as u32; 2],
+            "k = {k}"
+        );
+    }
 }
 
 struct Recorder(RefCell<Vec<f64>>);

@@ -74,154 +74,764 @@ pub fn dots(x: &[f32], packed: &Packed, out: &mut [f32]) {
 
 /// Instruction sets the kernels are compiled for, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isa {
+pub enum Isa {
     Avx512,
     Avx2,
     Portable,
 }
 
-/// The best instruction set this CPU has. A given machine always takes the same path, so
-/// results stay reproducible there.
-fn isa() -> Isa {
-    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(|| {
+/// Environment variable that picks the instruction set, so every path can be tested on one
+/// machine.
+pub const ISA_VAR: &str = "LAKEMEANS_ISA";
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU runs the kernels compiled for `self`.
+    pub fn available(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2;
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            match self {
+                Isa::Avx512 => avx2 && std::arch::is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => avx2,
+                Isa::Portable => true,
             }
         }
-        Isa::Portable
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Portable
+        }
+    }
+}
+
+/// The instruction set of the CPU kernels: the best this CPU has, unless `LAKEMEANS_ISA` names
+/// another one it has (`avx512`, `avx2` or `portable`). A request the CPU cannot serve is
+/// refused on stderr and the best set is used. A given machine and setting always takes the
+/// same path, so results stay reproducible there.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let best = [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Portable);
+        let Ok(want) = std::env::var(ISA_VAR) else {
+            return best;
+        };
+        let all = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+        match all.into_iter().find(|i| i.name() == want.trim()) {
+            Some(i) if i.available() => i,
+            Some(i) => {
+                eprintln!(
+                    "lakemeans: {ISA_VAR}={want}: this CPU cannot run the {} kernels; using {}",
+                    i.name(),
+                    best.name()
+                );
+                best
+            }
+            None => {
+                eprintln!(
+                    "lakemeans: {ISA_VAR}={want} is not one of avx512, avx2, portable; using {}",
+                    best.name()
+                );
+                best
+            }
+        }
     })
 }
 
-/// Nearest centroid of each row of `x` (row-major): writes the winning index and its exact
-/// squared distance. Scores are ‖c‖² − 2·x·c; ties keep the lowest index.
-pub fn assign_rows(
-    x: &[f32],
-    centroids: &[f32],
-    packed: &Packed,
-    labels: &mut [u32],
-    dist: &mut [f32],
-) {
-    let isa = isa();
-    dispatch(isa, || assign_body(isa, x, centroids, packed, labels, dist))
+/// Per-block result before the ordered reduction.
+pub struct Partial {
+    sums: Vec<f64>,
+    weights: Vec<f64>,
+    counts: Vec<u64>,
+    inertia: f64,
+    changed: u64,
 }
 
-/// Runs `f` inside a function compiled for `isa`, so that everything `f` inlines (distance
-/// loops, f64 sums) is vectorised for it too.
-#[inline(always)]
-fn dispatch<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        match isa {
-            // SAFETY: `isa()` checked that the CPU has these features.
-            Isa::Avx512 => return unsafe { avx512(f) },
-            // SAFETY: as above.
-            Isa::Avx2 => return unsafe { avx2(f) },
-            Isa::Portable => {}
+impl Partial {
+    fn zero(k: usize, dim: usize, update: bool) -> Partial {
+        let k = if update { k } else { 0 };
+        Partial {
+            sums: vec![0.0; k * dim],
+            weights: vec![0.0; k],
+            counts: vec![0; k],
+            inertia: 0.0,
+            changed: 0,
         }
     }
-    f()
 }
 
-/// Each row keeps a running minimum per lane (one lane per centroid slot of a panel); panels
-/// are scanned in increasing order with a strict `<`, and the lanes are merged at the end
-/// preferring the lower index on equal scores, which is the lowest-index tie rule overall.
-#[inline(always)]
-fn assign_body(
+/// Widest centroid set held in registers by the lane kernels.
+const MAX_LANES: usize = 64;
+
+/// One step's centroids, laid out once for every block's pass.
+pub struct Pass {
+    k: usize,
+    dim: usize,
+    /// Whether this is the first step, which counts every row as changed.
+    first: bool,
+    update: bool,
     isa: Isa,
-    x: &[f32],
-    centroids: &[f32],
-    packed: &Packed,
-    labels: &mut [u32],
-    dist: &mut [f32],
+    kernel: Kernel,
+    /// The centroids in f64, for the exact distance of each row to its winner.
+    wide: Vec<f64>,
+}
+
+enum Kernel {
+    /// Few centroids: all of them in `width` lanes (a power of two ≥ k, whole vectors), one
+    /// feature per vector, `cols[t * width + l]` = feature t of centroid l. Scores stay in
+    /// registers.
+    Lanes {
+        cols: Vec<f32>,
+        /// ‖c‖² per lane; +∞ past k so padding never wins.
+        norms: Vec<f32>,
+    },
+    /// Many centroids: packed panels scanned in cache-sized chunks, running minima in memory.
+    Panels(Packed),
+}
+
+/// ‖c‖² as the distance kernels use it (f32, in feature order).
+fn sq_norm(c: &[f32]) -> f32 {
+    c.iter().map(|v| v * v).sum()
+}
+
+impl Pass {
+    pub fn new(centroids: &[f32], k: usize, dim: usize, first: bool, update: bool) -> Pass {
+        Pass::with_isa(centroids, k, dim, first, update, isa())
+    }
+
+    fn with_isa(
+        centroids: &[f32],
+        k: usize,
+        dim: usize,
+        first: bool,
+        update: bool,
+        isa: Isa,
+    ) -> Pass {
+        // Whole vectors: 16 lanes on AVX-512, 8 elsewhere.
+        let width = k
+            .next_power_of_two()
+            .max(if isa == Isa::Avx512 { 16 } else { 8 });
+        let kernel = if width <= MAX_LANES && width * dim * 4 <= CHUNK_BYTES {
+            let mut cols = vec![0.0f32; dim * width];
+            let mut norms = vec![f32::INFINITY; width];
+            for (j, c) in centroids.chunks_exact(dim).take(k).enumerate() {
+                for (t, &v) in c.iter().enumerate() {
+                    cols[t * width + j] = v;
+                }
+                norms[j] = sq_norm(c);
+            }
+            Kernel::Lanes { cols, norms }
+        } else {
+            Kernel::Panels(Packed::new(centroids, k, dim))
+        };
+        Pass {
+            k,
+            dim,
+            first,
+            update,
+            isa,
+            kernel,
+            wide: centroids[..k * dim].iter().map(|&v| v as f64).collect(),
+        }
+    }
+
+    /// The whole pass over one block of rows (`x` row-major, `w` their weights): each row's
+    /// nearest centroid and exact squared distance go to `labels` and `dists` (whose old
+    /// labels count the changes), and the block's inertia and, with `update`, its f64
+    /// per-cluster sums come back. The block is read once, while it is in cache.
+    pub fn block(
+        &self,
+        x: &[f32],
+        w: Option<&[f32]>,
+        labels: &mut [u32],
+        dists: &mut [f32],
+    ) -> Partial {
+        let rows = labels.len();
+        assert_eq!(x.len(), rows * self.dim);
+        assert_eq!(dists.len(), rows);
+        assert!(w.is_none_or(|w| w.len() == rows));
+        let b = BlockRows {
+            x,
+            w,
+            labels,
+            dists,
+        };
+        match self.isa {
+            // SAFETY: `isa()` only picks an instruction set this CPU has.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::block_avx512(self, b) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::block_avx2(self, b) },
+            _ => block_portable(self, b),
+        }
+    }
+
+    /// Records row `r`'s winner `j`: its label (counting a change), its exact distance, and
+    /// its share of the inertia and, with `update`, of cluster j's sums. Sums are f64 and
+    /// added in row order, so each block's partial is fixed by its rows alone.
+    ///
+    /// # Safety
+    /// `V`'s instruction set must be enabled in the caller.
+    #[inline(always)]
+    unsafe fn settle<V: Simd>(&self, b: &mut BlockRows, part: &mut Partial, r: usize, j: usize) {
+        let dim = self.dim;
+        let xr = &b.x[r * dim..(r + 1) * dim];
+        part.changed += (self.first || b.labels[r] != j as u32) as u64;
+        b.labels[r] = j as u32;
+        // SAFETY: the caller runs with `V`'s instruction set.
+        let d = unsafe { V::sq_dist(xr, &self.wide[j * dim..(j + 1) * dim]) };
+        b.dists[r] = d;
+        let wr = b.w.map_or(1.0, |w| w[r] as f64);
+        part.inertia += wr * d as f64;
+        if self.update {
+            part.weights[j] += wr;
+            part.counts[j] += 1;
+            // SAFETY: as above.
+            unsafe { V::add_scaled(&mut part.sums[j * dim..(j + 1) * dim], xr, wr) };
+        }
+    }
+}
+
+/// One block's rows and the slices its results go to.
+struct BlockRows<'a> {
+    x: &'a [f32],
+    w: Option<&'a [f32]>,
+    labels: &'a mut [u32],
+    dists: &'a mut [f32],
+}
+
+/// Kernel flavours, as constants so each path is compiled separately.
+const AVX512: u8 = 0;
+const AVX2: u8 = 1;
+const PORTABLE: u8 = 2;
+
+/// The whole-block pass on the portable path.
+fn block_portable(pass: &Pass, b: BlockRows) -> Partial {
+    // SAFETY: the portable vectors need no instruction set.
+    unsafe { block_body::<Portable>(pass, b) }
+}
+
+/// Runs the lane or the panel kernel over one block and returns its partial. No closures on
+/// this path: one could be compiled apart from the instruction set of its caller.
+///
+/// # Safety
+/// `V`'s instruction set must be enabled in the caller.
+#[inline(always)]
+unsafe fn block_body<V: Simd>(pass: &Pass, mut b: BlockRows) -> Partial {
+    let mut part = Partial::zero(pass.k, pass.dim, pass.update);
+    // SAFETY: the caller runs with `V`'s instruction set.
+    unsafe {
+        match &pass.kernel {
+            Kernel::Lanes { cols, norms } => V::lanes(pass, cols, norms, &mut b, &mut part),
+            Kernel::Panels(packed) => panels::<V>(pass, packed, &mut b, &mut part),
+        }
+    }
+    part
+}
+
+/// A vector of f32 lanes on one instruction set: just what the lane kernel needs.
+trait Simd: Copy {
+    /// Which of AVX512, AVX2 and PORTABLE this is.
+    const KIND: u8;
+    /// f32 lanes per vector.
+    const N: usize;
+    /// # Safety (every method)
+    /// Runs only inside a function compiled for the instruction set; pointers must be valid
+    /// for `N` values.
+    unsafe fn splat(v: f32) -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    /// a·b + c: fused on the SIMD paths (as their panel kernels are), two roundings on the
+    /// portable one (as its panel kernel does).
+    unsafe fn madd(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn min(a: Self, b: Self) -> Self;
+    /// The smallest lane, in every lane.
+    unsafe fn hmin(self) -> Self;
+    /// Bit l set where lane l of `a` equals lane l of `b`.
+    unsafe fn eq_mask(a: Self, b: Self) -> u64;
+    /// [`sq_dist`], the same bits on every instruction set.
+    #[inline(always)]
+    unsafe fn sq_dist(a: &[f32], b: &[f64]) -> f32 {
+        sq_dist(a, b)
+    }
+    /// `s += w · x` in f64, element by element (the product is exact, so every instruction
+    /// set gives the same bits).
+    #[inline(always)]
+    unsafe fn add_scaled(s: &mut [f64], x: &[f32], w: f64) {
+        for (a, &v) in s.iter_mut().zip(x) {
+            *a += w * v as f64;
+        }
+    }
+    /// [`lanes`] at `cols.len() / dim` lanes, with this set's rows per tile (about eight
+    /// vector accumulators live).
+    unsafe fn lanes(
+        pass: &Pass,
+        cols: &[f32],
+        norms: &[f32],
+        b: &mut BlockRows,
+        part: &mut Partial,
+    );
+}
+
+/// Plain arrays, which the compiler vectorises for the baseline instruction set.
+#[derive(Clone, Copy)]
+struct Portable([f32; 8]);
+
+impl Simd for Portable {
+    const KIND: u8 = PORTABLE;
+    const N: usize = 8;
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Portable([v; 8])
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller passes a pointer valid for 8 values.
+        Portable(unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) })
+    }
+    #[inline(always)]
+    unsafe fn madd(a: Self, b: Self, c: Self) -> Self {
+        Portable(std::array::from_fn(|l| a.0[l] * b.0[l] + c.0[l]))
+    }
+    #[inline(always)]
+    unsafe fn min(a: Self, b: Self) -> Self {
+        Portable(std::array::from_fn(|l| {
+            if b.0[l] < a.0[l] { b.0[l] } else { a.0[l] }
+        }))
+    }
+    #[inline(always)]
+    unsafe fn hmin(self) -> Self {
+        let m = self
+            .0
+            .iter()
+            .fold(self.0[0], |m, &v| if v < m { v } else { m });
+        Portable([m; 8])
+    }
+    #[inline(always)]
+    unsafe fn eq_mask(a: Self, b: Self) -> u64 {
+        (0..8).fold(0, |m, l| m | ((a.0[l] == b.0[l]) as u64) << l)
+    }
+    #[inline(always)]
+    unsafe fn lanes(
+        pass: &Pass,
+        cols: &[f32],
+        norms: &[f32],
+        b: &mut BlockRows,
+        part: &mut Partial,
+    ) {
+        unsafe {
+            match cols.len() / pass.dim {
+                8 => lanes::<Self, 1, 4>(pass, cols, norms, b, part),
+                16 => lanes::<Self, 2, 2>(pass, cols, norms, b, part),
+                32 => lanes::<Self, 4, 1>(pass, cols, norms, b, part),
+                _ => lanes::<Self, 8, 1>(pass, cols, norms, b, part),
+            }
+        }
+    }
+}
+
+/// All `k` centroids against the block, `R` rows at a time, in `NV` vectors of `V::N` lanes
+/// (lane l = centroid l; lanes past k have zero columns and norm +∞, so they never win).
+/// For each feature t, the column of t over the centroids is loaded once per tile, and each
+/// row's x_t is broadcast and multiplied into its accumulators, so ⟨x, c_l⟩ builds up in lane
+/// l in feature order exactly as in the panel kernels. The score ‖c_l‖² − 2⟨x, c_l⟩ is then
+/// reduced in registers: the smallest value in every lane, a bit mask of the lanes equal to
+/// it, and its lowest set bit, which is the lowest index on ties.
+///
+/// # Safety
+/// `V`'s instruction set must be enabled in the caller; `cols` holds `dim` columns of
+/// `NV * V::N` lanes and `norms` one vector's worth per lane.
+#[inline(always)]
+unsafe fn lanes<V: Simd, const NV: usize, const R: usize>(
+    pass: &Pass,
+    cols: &[f32],
+    norms: &[f32],
+    b: &mut BlockRows,
+    part: &mut Partial,
 ) {
-    let dim = packed.dim;
-    let rows = labels.len();
-    assert_eq!(x.len(), rows * dim);
-    assert_eq!(dist.len(), rows);
-    let mut best_s = vec![f32::INFINITY; rows * LANES];
-    let mut best_i = vec![0i32; rows * LANES];
-    let panels_per_chunk = (CHUNK_BYTES / (dim * LANES * 4)).max(2);
-    let n_panels = packed.n_panels();
-    let mut p0 = 0;
-    while p0 < n_panels {
-        let p1 = (p0 + panels_per_chunk).min(n_panels);
-        let tile_rows = if isa == Isa::Avx512 {
+    let width = NV * V::N;
+    assert!(cols.len() == pass.dim * width && norms.len() == width);
+    let rows = b.labels.len();
+    let mut i = 0;
+    // SAFETY: rows i..i + R exist in `b.x` (checked against `dim` by `Pass::block`), and the
+    // column and norm slices have the lengths asserted above.
+    unsafe {
+        while i + R <= rows {
+            lane_tile::<V, NV, R>(pass, cols, norms, b, part, i);
+            i += R;
+        }
+        while i < rows {
+            lane_tile::<V, NV, 1>(pass, cols, norms, b, part, i);
+            i += 1;
+        }
+    }
+}
+
+/// # Safety
+/// As [`lanes`], and rows `i..i + R` exist.
+#[inline(always)]
+unsafe fn lane_tile<V: Simd, const NV: usize, const R: usize>(
+    pass: &Pass,
+    cols: &[f32],
+    norms: &[f32],
+    b: &mut BlockRows,
+    part: &mut Partial,
+    i: usize,
+) {
+    let dim = pass.dim;
+    unsafe {
+        let mut xp = [b.x.as_ptr(); R];
+        for (r, p) in xp.iter_mut().enumerate() {
+            *p = p.add((i + r) * dim);
+        }
+        let minus2 = V::splat(-2.0);
+        let mut acc = [[V::splat(0.0); NV]; R];
+        let mut c = cols.as_ptr();
+        for t in 0..dim {
+            let mut col = [minus2; NV];
+            for (v, cv) in col.iter_mut().enumerate() {
+                *cv = V::load(c.add(v * V::N));
+            }
+            for r in 0..R {
+                let xv = V::splat(*xp[r].add(t));
+                for v in 0..NV {
+                    acc[r][v] = V::madd(xv, col[v], acc[r][v]);
+                }
+            }
+            c = c.add(NV * V::N);
+        }
+        let mut nrm = [minus2; NV];
+        for (v, nv) in nrm.iter_mut().enumerate() {
+            *nv = V::load(norms.as_ptr().add(v * V::N));
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            // Plain loops: a closure here may be compiled apart, without the instruction set.
+            let mut s = [minus2; NV];
+            for v in 0..NV {
+                s[v] = V::madd(minus2, acc[v], nrm[v]);
+            }
+            let mut m = s[0];
+            for &sv in &s[1..] {
+                m = V::min(m, sv);
+            }
+            let m = m.hmin();
+            let mut hits = 0u64;
+            for (v, &sv) in s.iter().enumerate() {
+                hits |= V::eq_mask(sv, m) << (v * V::N);
+            }
+            // No lane equals the minimum only if a score is NaN (overflowing data); row 0 then.
+            let j = hits.trailing_zeros() as usize;
+            pass.settle::<V>(b, part, i + r, if j < pass.k { j } else { 0 });
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{AVX2, AVX512, BlockRows, Partial, Pass, Simd, block_body, lanes};
+
+    /// [`super::sq_dist`] on 256-bit vectors: the four partial sums are the four lanes.
+    ///
+    /// # Safety
+    /// AVX must be enabled in the caller.
+    #[inline(always)]
+    unsafe fn sq_dist4(a: &[f32], b: &[f64]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let (full, n) = (a.len() / 4, a.len());
+        unsafe {
+            let mut acc = _mm256_setzero_pd();
+            for q in 0..full {
+                let x = _mm256_cvtps_pd(_mm_loadu_ps(a.as_ptr().add(4 * q)));
+                let d = _mm256_sub_pd(x, _mm256_loadu_pd(b.as_ptr().add(4 * q)));
+                acc = _mm256_add_pd(acc, _mm256_mul_pd(d, d));
+            }
+            let mut tail = 0.0;
+            for t in 4 * full..n {
+                let d = a[t] as f64 - b[t];
+                tail += d * d;
+            }
+            let mut l = [0.0f64; 4];
+            _mm256_storeu_pd(l.as_mut_ptr(), acc);
+            ((l[0] + l[1]) + (l[2] + l[3]) + tail) as f32
+        }
+    }
+
+    /// `s += w · x` on 256-bit vectors.
+    ///
+    /// # Safety
+    /// AVX must be enabled in the caller.
+    #[inline(always)]
+    unsafe fn add_scaled4(s: &mut [f64], x: &[f32], w: f64) {
+        assert_eq!(s.len(), x.len());
+        let full = x.len() / 4;
+        unsafe {
+            let wv = _mm256_set1_pd(w);
+            for q in 0..full {
+                let p = s.as_mut_ptr().add(4 * q);
+                let v = _mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(4 * q)));
+                _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), _mm256_mul_pd(wv, v)));
+            }
+        }
+        for t in 4 * full..x.len() {
+            s[t] += w * x[t] as f64;
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub struct Avx2(__m256);
+
+    impl Simd for Avx2 {
+        const KIND: u8 = AVX2;
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { Avx2(_mm256_set1_ps(v)) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { Avx2(_mm256_loadu_ps(p)) }
+        }
+        #[inline(always)]
+        unsafe fn madd(a: Self, b: Self, c: Self) -> Self {
+            unsafe { Avx2(_mm256_fmadd_ps(a.0, b.0, c.0)) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: Self, b: Self) -> Self {
+            unsafe { Avx2(_mm256_min_ps(a.0, b.0)) }
+        }
+        #[inline(always)]
+        unsafe fn hmin(self) -> Self {
+            unsafe {
+                let a = _mm256_min_ps(self.0, _mm256_permute2f128_ps::<1>(self.0, self.0));
+                let b = _mm256_min_ps(a, _mm256_shuffle_ps::<0b01_00_11_10>(a, a));
+                Avx2(_mm256_min_ps(b, _mm256_shuffle_ps::<0b10_11_00_01>(b, b)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn eq_mask(a: Self, b: Self) -> u64 {
+            unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a.0, b.0)) as u32 as u64 }
+        }
+        #[inline(always)]
+        unsafe fn sq_dist(a: &[f32], b: &[f64]) -> f32 {
+            unsafe { sq_dist4(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn add_scaled(s: &mut [f64], x: &[f32], w: f64) {
+            unsafe { add_scaled4(s, x, w) }
+        }
+        #[inline(always)]
+        unsafe fn lanes(
+            pass: &Pass,
+            cols: &[f32],
+            norms: &[f32],
+            b: &mut BlockRows,
+            part: &mut Partial,
+        ) {
+            unsafe {
+                match cols.len() / pass.dim {
+                    8 => lanes::<Self, 1, 8>(pass, cols, norms, b, part),
+                    16 => lanes::<Self, 2, 4>(pass, cols, norms, b, part),
+                    32 => lanes::<Self, 4, 2>(pass, cols, norms, b, part),
+                    _ => lanes::<Self, 8, 1>(pass, cols, norms, b, part),
+                }
+            }
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub struct Avx512(__m512);
+
+    impl Simd for Avx512 {
+        const KIND: u8 = AVX512;
+        const N: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { Avx512(_mm512_set1_ps(v)) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { Avx512(_mm512_loadu_ps(p)) }
+        }
+        #[inline(always)]
+        unsafe fn madd(a: Self, b: Self, c: Self) -> Self {
+            unsafe { Avx512(_mm512_fmadd_ps(a.0, b.0, c.0)) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: Self, b: Self) -> Self {
+            unsafe { Avx512(_mm512_min_ps(a.0, b.0)) }
+        }
+        #[inline(always)]
+        unsafe fn hmin(self) -> Self {
+            unsafe { Avx512(_mm512_set1_ps(_mm512_reduce_min_ps(self.0))) }
+        }
+        #[inline(always)]
+        unsafe fn eq_mask(a: Self, b: Self) -> u64 {
+            unsafe { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a.0, b.0) as u64 }
+        }
+        #[inline(always)]
+        unsafe fn sq_dist(a: &[f32], b: &[f64]) -> f32 {
+            unsafe { sq_dist4(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn add_scaled(s: &mut [f64], x: &[f32], w: f64) {
+            unsafe { add_scaled4(s, x, w) }
+        }
+        #[inline(always)]
+        unsafe fn lanes(
+            pass: &Pass,
+            cols: &[f32],
+            norms: &[f32],
+            b: &mut BlockRows,
+            part: &mut Partial,
+        ) {
+            unsafe {
+                match cols.len() / pass.dim {
+                    16 => lanes::<Self, 1, 8>(pass, cols, norms, b, part),
+                    32 => lanes::<Self, 2, 4>(pass, cols, norms, b, part),
+                    _ => lanes::<Self, 4, 2>(pass, cols, norms, b, part),
+                }
+            }
+        }
+    }
+
+    /// The whole-block pass on AVX-512.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn block_avx512(pass: &Pass, b: BlockRows) -> Partial {
+        // SAFETY: this function is compiled for AVX-512.
+        unsafe { block_body::<Avx512>(pass, b) }
+    }
+
+    /// The whole-block pass on AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block_avx2(pass: &Pass, b: BlockRows) -> Partial {
+        // SAFETY: this function is compiled for AVX2 and FMA.
+        unsafe { block_body::<Avx2>(pass, b) }
+    }
+}
+
+/// The smallest of `s`, by a fixed pairwise tree the compiler turns into vector minima.
+#[inline(always)]
+fn tree_min<const L: usize>(s: &[f32; L]) -> f32 {
+    let mut m = *s;
+    let mut h = L / 2;
+    while h > 0 {
+        for l in 0..h {
+            if m[l + h] < m[l] {
+                m[l] = m[l + h];
+            }
+        }
+        h /= 2;
+    }
+    m[0]
+}
+
+thread_local! {
+    /// Running minima of the panel kernels: `LANES` scores and indices per row of a block.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<i32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Many centroids: each row keeps a running minimum per lane (one lane per centroid slot of a
+/// panel); panels are scanned in cache-sized chunks in increasing order with a strict `<`,
+/// and the lanes are merged at the end preferring the lower index on equal scores, which is
+/// the lowest-index tie rule overall.
+///
+/// # Safety
+/// `V`'s instruction set must be enabled in the caller.
+#[inline(always)]
+unsafe fn panels<V: Simd>(pass: &Pass, packed: &Packed, b: &mut BlockRows, part: &mut Partial) {
+    let rows = b.labels.len();
+    let x = b.x;
+    // Taken out and put back rather than borrowed in a closure (see `block_body`).
+    let (mut best_s, mut best_i) = SCRATCH.take();
+    {
+        best_s.clear();
+        best_s.resize(rows * LANES, f32::INFINITY);
+        best_i.clear();
+        best_i.resize(rows * LANES, 0);
+        let panels_per_chunk = (CHUNK_BYTES / (pass.dim * LANES * 4)).max(2);
+        let n_panels = packed.n_panels();
+        let tile_rows = if V::KIND == AVX512 {
             TILE_ROWS
         } else {
             TILE_ROWS / 2
         };
-        let mut i = 0;
-        while i < rows {
-            let r = tile_rows.min(rows - i);
-            match isa {
-                // SAFETY: `isa` was detected on this CPU, and the slices the kernels read were
-                // checked against `rows` and `dim` above.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe {
-                    simd::tile_avx512::<TILE_ROWS>(
-                        x,
-                        i,
-                        r,
-                        packed,
-                        p0,
-                        p1,
-                        &mut best_s,
-                        &mut best_i,
-                    )
-                },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe {
-                    simd::tile_avx2::<{ TILE_ROWS / 2 }>(
-                        x,
-                        i,
-                        r,
-                        packed,
-                        p0,
-                        p1,
-                        &mut best_s,
-                        &mut best_i,
-                    )
-                },
-                _ => tile_portable(x, i, r, packed, p0, p1, &mut best_s, &mut best_i),
+        let mut p0 = 0;
+        while p0 < n_panels {
+            let p1 = (p0 + panels_per_chunk).min(n_panels);
+            let mut i = 0;
+            while i < rows {
+                let r = tile_rows.min(rows - i);
+                match V::KIND {
+                    // SAFETY: `V` is the instruction set `isa()` found on this CPU, and the
+                    // slices the kernels read were checked against `rows` and `dim`.
+                    #[cfg(target_arch = "x86_64")]
+                    AVX512 => unsafe {
+                        simd::tile_avx512::<TILE_ROWS>(
+                            x,
+                            i,
+                            r,
+                            packed,
+                            p0,
+                            p1,
+                            &mut best_s,
+                            &mut best_i,
+                        )
+                    },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    AVX2 => unsafe {
+                        simd::tile_avx2::<{ TILE_ROWS / 2 }>(
+                            x,
+                            i,
+                            r,
+                            packed,
+                            p0,
+                            p1,
+                            &mut best_s,
+                            &mut best_i,
+                        )
+                    },
+                    _ => tile_portable(x, i, r, packed, p0, p1, &mut best_s, &mut best_i),
+                }
+                i += r;
             }
-            i += r;
+            p0 = p1;
         }
-        p0 = p1;
-    }
-    for r in 0..rows {
-        let (s, idx) = (
-            &best_s[r * LANES..(r + 1) * LANES],
-            &best_i[r * LANES..(r + 1) * LANES],
-        );
-        let mut b = 0;
-        for l in 1..LANES {
-            if s[l] < s[b] || (s[l] == s[b] && idx[l] < idx[b]) {
-                b = l;
+        let (s, _) = best_s.as_chunks::<LANES>();
+        let (idx, _) = best_i.as_chunks::<LANES>();
+        for (r, (s, idx)) in s.iter().zip(idx).enumerate() {
+            let m = tree_min(s);
+            let mut j = i32::MAX;
+            for l in 0..LANES {
+                if s[l] == m && idx[l] < j {
+                    j = idx[l];
+                }
             }
+            let j = if (j as usize) < pass.k { j as usize } else { 0 };
+            // SAFETY: the caller runs with `V`'s instruction set.
+            unsafe { pass.settle::<V>(b, part, r, j) };
         }
-        labels[r] = idx[b] as u32;
     }
-    for (r, (&l, d)) in labels.iter().zip(dist.iter_mut()).enumerate() {
-        let c = &centroids[l as usize * dim..(l as usize + 1) * dim];
-        *d = sq_dist(&x[r * dim..(r + 1) * dim], c);
-    }
+    SCRATCH.set((best_s, best_i));
 }
 
 /// Rows `i..i + rows` against panels `p0..p1`, without SIMD intrinsics.
@@ -409,45 +1019,31 @@ mod simd {
     }
 }
 
-/// Squared Euclidean distance, accumulated in f64 so the reported figure is exact to f32.
-/// Four partial sums in a fixed order let the compiler vectorise without changing the result.
+/// Squared Euclidean distance in f64 (`b` is an f32 point widened), so the reported figure is
+/// exact to f32. Four partial sums in a fixed order let the compiler vectorise without
+/// changing the result.
 #[inline(always)]
-pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+pub fn sq_dist(a: &[f32], b: &[f64]) -> f32 {
     let mut acc = [0.0f64; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for l in 0..4 {
-            let d = x[l] as f64 - y[l] as f64;
+            let d = x[l] as f64 - y[l];
             acc[l] += d * d;
         }
     }
     let mut tail = 0.0;
     for (&x, &y) in ra.iter().zip(rb) {
-        let d = x as f64 - y as f64;
+        let d = x as f64 - y;
         tail += d * d;
     }
     ((acc[0] + acc[1]) + (acc[2] + acc[3]) + tail) as f32
 }
 
-/// Per-block result before the ordered reduction.
-struct Partial {
-    sums: Vec<f64>,
-    weights: Vec<f64>,
-    counts: Vec<u64>,
-    inertia: f64,
-    changed: u64,
-}
-
 /// Nearest centroid of every row of a slab, block by block in parallel.
-pub fn assign_slab(
-    slab: &crate::data::Batch,
-    centroids: &[f32],
-    packed: &Packed,
-    labels: &mut [u32],
-    dists: &mut [f32],
-) {
-    let dim = packed.dim;
+pub fn assign_slab(slab: &crate::data::Batch, pass: &Pass, labels: &mut [u32], dists: &mut [f32]) {
+    let dim = pass.dim;
     labels
         .par_chunks_mut(BLOCK_ROWS)
         .zip(dists.par_chunks_mut(BLOCK_ROWS))
@@ -455,7 +1051,8 @@ pub fn assign_slab(
         .for_each(|(i, (l, d))| {
             let lo = i * BLOCK_ROWS;
             let x = &slab.values[lo * dim..(lo + l.len()) * dim];
-            assign_rows(x, centroids, packed, l, d);
+            let w = slab.weights.as_ref().map(|w| &w[lo..lo + l.len()]);
+            pass.block(x, w, l, d);
         });
 }
 
@@ -479,16 +1076,6 @@ impl<'a> CpuBackend<'a> {
 }
 
 impl Partial {
-    fn zero(k: usize, dim: usize, update: bool) -> Self {
-        Partial {
-            sums: vec![0.0; if update { k * dim } else { 0 }],
-            weights: vec![0.0; if update { k } else { 0 }],
-            counts: vec![0; if update { k } else { 0 }],
-            inertia: 0.0,
-            changed: 0,
-        }
-    }
-
     fn add(&mut self, p: &Partial) {
         self.inertia += p.inertia;
         self.changed += p.changed;
@@ -508,21 +1095,20 @@ impl Backend for CpuBackend<'_> {
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
             kind: "cpu".into(),
-            name: format!("{} threads", rayon::current_num_threads()),
+            name: format!("{} threads, {}", rayon::current_num_threads(), isa().name()),
             api: None,
         }
     }
 
     fn step(&mut self, centroids: &[f32], k: usize, update: bool) -> Result<Step> {
         let dim = self.data.dim();
-        let packed = Packed::new(centroids, k, dim);
         if self.labels.len() != self.data.rows() {
             // The last assignment was handed out; start over.
             self.labels = vec![0; self.data.rows()];
             self.distances = vec![0.0; self.data.rows()];
             self.assigned = false;
         }
-        let first = !self.assigned;
+        let pass = Pass::new(centroids, k, dim, !self.assigned, update);
         let mut total = Partial::zero(k, dim, update);
         let (labels, distances) = (&mut self.labels, &mut self.distances);
         // Blocks are fixed row ranges inside each slab; their partials are added in block
@@ -550,15 +1136,7 @@ impl Backend for CpuBackend<'_> {
                         .weights
                         .as_ref()
                         .map(|w| &w[blk.start..blk.start + blk.len]);
-                    let old = if first { None } else { Some(labels.to_vec()) };
-                    assign_rows(x, centroids, &packed, labels, dists);
-                    let changed = match old {
-                        None => labels.len() as u64,
-                        Some(o) => {
-                            o.iter().zip(labels.iter()).filter(|(a, b)| a != b).count() as u64
-                        }
-                    };
-                    accumulate(x, w, labels, dists, dim, k, update, changed)
+                    pass.block(x, w, labels, dists)
                 })
                 .collect();
             for p in &partials {
@@ -586,41 +1164,6 @@ impl Backend for CpuBackend<'_> {
             distances: std::mem::take(&mut self.distances),
         })
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn accumulate(
-    x: &[f32],
-    w: Option<&[f32]>,
-    labels: &[u32],
-    dists: &[f32],
-    dim: usize,
-    k: usize,
-    update: bool,
-    changed: u64,
-) -> Partial {
-    let mut p = Partial {
-        sums: vec![0.0; if update { k * dim } else { 0 }],
-        weights: vec![0.0; if update { k } else { 0 }],
-        counts: vec![0; if update { k } else { 0 }],
-        inertia: 0.0,
-        changed,
-    };
-    for (r, (&l, &d)) in labels.iter().zip(dists).enumerate() {
-        let wr = w.map_or(1.0, |w| w[r] as f64);
-        p.inertia += wr * d as f64;
-        if update {
-            let l = l as usize;
-            p.weights[l] += wr;
-            p.counts[l] += 1;
-            let s = &mut p.sums[l * dim..(l + 1) * dim];
-            for (a, &v) in s.iter_mut().zip(&x[r * dim..(r + 1) * dim]) {
-                *a += wr * v as f64;
-            }
-        }
-    }
-    p
 }
 
 /// The `m` rows with the largest distance to their centroid, farthest first, ties to the lowest
@@ -654,4 +1197,138 @@ pub fn farthest_of(
             values,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Rows around a few offset centres, weights in [0, 3), and k centroids near rows; the
+    /// last centroid repeats the first, so the tie rule is exercised on every row near it.
+    fn case(n: usize, d: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut rng = Rng::new(seed);
+        let centres: Vec<f64> = (0..4 * d)
+            .map(|_| 3.0 + 4.0 * rng.normal_pair().0)
+            .collect();
+        let mut x = Vec::with_capacity(n * d);
+        for _ in 0..n {
+            let c = rng.below(4) as usize;
+            x.extend((0..d).map(|t| (centres[c * d + t] + rng.normal_pair().0) as f32));
+        }
+        let w = (0..n).map(|_| (rng.uniform() * 3.0) as f32).collect();
+        let mut cents = Vec::with_capacity(k * d);
+        for _ in 0..k {
+            let r = rng.below(n as u64) as usize;
+            cents.extend(x[r * d..(r + 1) * d].iter().map(|v| v + 0.1));
+        }
+        if k > 1 {
+            let first = cents[..d].to_vec();
+            cents[(k - 1) * d..].copy_from_slice(&first);
+        }
+        (x, w, cents)
+    }
+
+    /// One block pass from the labels `start`, as the backend runs it.
+    fn run(pass: &Pass, x: &[f32], w: &[f32], start: &[u32]) -> (Vec<u32>, Vec<f32>, Partial) {
+        let mut labels = start.to_vec();
+        let mut dists = vec![0.0; start.len()];
+        let p = pass.block(x, Some(w), &mut labels, &mut dists);
+        (labels, dists, p)
+    }
+
+    fn bits64(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn lane_and_panel_kernels_agree_bit_for_bit_on_every_isa() {
+        let shapes = [
+            (2048 + 77, 1, 1),
+            (1000, 3, 5),
+            (999, 8, 8),
+            (1001, 16, 10),
+            (517, 17, 16),
+            (700, 32, 17),
+            (640, 5, 32),
+            (333, 24, 33),
+            (900, 32, 64),
+            (301, 9, 64),
+        ];
+        let isas = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+        for isa in isas.into_iter().filter(|i| i.available()) {
+            for (n, d, k) in shapes {
+                let what = format!("{} n={n} d={d} k={k}", isa.name());
+                let (x, w, cents) = case(n, d, k, (n * d * k) as u64);
+                let start: Vec<u32> = (0..n as u32).map(|i| i % k as u32).collect();
+                let lanes = Pass::with_isa(&cents, k, d, false, true, isa);
+                assert!(matches!(lanes.kernel, Kernel::Lanes { .. }), "{what}");
+                let mut panels = Pass::with_isa(&cents, k, d, false, true, isa);
+                panels.kernel = Kernel::Panels(Packed::new(&cents, k, d));
+                let (la, da, pa) = run(&lanes, &x, &w, &start);
+                let (lb, db, pb) = run(&panels, &x, &w, &start);
+                assert_eq!(la, lb, "{what}: labels");
+                let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits32(&da), bits32(&db), "{what}: distances");
+                assert_eq!(bits64(&pa.sums), bits64(&pb.sums), "{what}: sums");
+                assert_eq!(bits64(&pa.weights), bits64(&pb.weights), "{what}: weights");
+                assert_eq!(pa.counts, pb.counts, "{what}: counts");
+                assert_eq!(
+                    pa.inertia.to_bits(),
+                    pb.inertia.to_bits(),
+                    "{what}: inertia"
+                );
+                assert_eq!(pa.changed, pb.changed, "{what}: changed");
+
+                // Against f64 brute force: each label is the nearest centroid or ties it
+                // within rounding of the expanded score; the duplicate of centroid 0 never
+                // wins; distances, sums and counts are those of the labels.
+                let d2 = |r: usize, j: usize| -> f64 {
+                    (0..d)
+                        .map(|t| (x[r * d + t] as f64 - cents[j * d + t] as f64).powi(2))
+                        .sum()
+                };
+                let mut sums = vec![0.0f64; k * d];
+                let mut counts = vec![0u64; k];
+                let mut changed = 0;
+                for r in 0..n {
+                    let l = la[r] as usize;
+                    let best = (0..k).map(|j| d2(r, j)).fold(f64::INFINITY, f64::min);
+                    let scale: f64 = x[r * d..(r + 1) * d]
+                        .iter()
+                        .map(|&v| (v as f64).powi(2))
+                        .sum::<f64>()
+                        + 1.0;
+                    assert!(d2(r, l) - best <= 1e-5 * scale, "{what}: row {r} label {l}");
+                    assert!(k == 1 || l != k - 1, "{what}: row {r} took the duplicate");
+                    assert!((da[r] as f64 - d2(r, l)).abs() <= 1e-6 * d2(r, l) + 1e-30);
+                    counts[l] += 1;
+                    changed += (l as u32 != start[r]) as u64;
+                    for t in 0..d {
+                        sums[l * d + t] += w[r] as f64 * x[r * d + t] as f64;
+                    }
+                }
+                assert_eq!(pa.counts, counts, "{what}: counts");
+                assert_eq!(pa.changed, changed, "{what}: changed");
+                for (a, b) in pa.sums.iter().zip(&sums) {
+                    assert!(
+                        (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                        "{what}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_pass_counts_every_row_and_skipping_the_update_sums_nothing() {
+        let (n, d, k) = (1500, 6, 12);
+        let (x, w, cents) = case(n, d, k, 3);
+        let start = vec![0u32; n];
+        let (labels, _, p) = run(&Pass::new(&cents, k, d, true, false), &x, &w, &start);
+        assert_eq!(p.changed, n as u64);
+        assert!(p.sums.is_empty() && p.weights.is_empty() && p.counts.is_empty());
+        let (again, _, q) = run(&Pass::new(&cents, k, d, false, false), &x, &w, &labels);
+        assert_eq!((again, q.changed), (labels, 0));
+    }
 }

@@ -58,6 +58,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         max_bytes: a.max_gb.map_or(total_mem / 4, |g| (g * 1e9) as usize),
         device: a.run.device,
         adapter: a.run.adapter.clone(),
+        copy: a.copy,
     };
     if cfg.rows.contains(&0) || cfg.dims.contains(&0) || cfg.ks.contains(&0) {
         return Err(Error::Usage("bench sizes must be at least 1".into()));
@@ -90,8 +91,12 @@ fn line(r: &BenchResult) -> String {
         r.gflops,
     ) {
         (None, Some(t), Some(p), Some(g)) => {
+            let copy = match (r.copy_seconds, r.copy_gb_per_s) {
+                (Some(c), Some(bw)) => format!("  copy {c:.5} s ({bw:.1} GB/s)"),
+                _ => String::new(),
+            };
             format!(
-                "{:>10} {:>5} {:>6}  {:>12.5} {:>14.3e} {:>9.1}  {} ({})",
+                "{:>10} {:>5} {:>6}  {:>12.5} {:>14.3e} {:>9.1}  {} ({}){copy}",
                 r.rows, r.dims, r.k, t, p, g, r.device, r.adapter
             )
         }

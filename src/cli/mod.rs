@@ -81,6 +81,10 @@ pub struct BenchArgs {
     /// Largest generated feature matrix in GB [default: a quarter of memory]
     #[arg(long, value_name = "GB")]
     pub max_gb: Option<f64>,
+    /// Also time a copy of each workload's feature matrix with every thread: the memory
+    /// bandwidth that bounds a pass over it.
+    #[arg(long)]
+    pub copy: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::init::kmeans_plus_plus;
-use crate::backend::cpu::{Packed, assign_rows};
+use crate::backend::cpu::Pass;
 use crate::data::{Dataset, Rows, slab_blocks};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -132,7 +132,7 @@ fn first_row(data: &dyn Rows, u: f64) -> Result<usize> {
 fn lower(data: &dyn Rows, near: &mut Near, new: &[f32], base: usize) -> Result<f64> {
     let dim = data.dim();
     let m = new.len() / dim;
-    let packed = Packed::new(new, m, dim);
+    let pass = Pass::new(new, m, dim, true, false);
     let keep_w = base == 0 && data.is_weighted();
     if keep_w {
         near.w = vec![0.0; data.rows()];
@@ -157,7 +157,7 @@ fn lower(data: &dyn Rows, near: &mut Near, new: &[f32], base: usize) -> Result<f
                 let x = &slab.values[blk.start * dim..(blk.start + blk.len) * dim];
                 let mut lab = vec![0u32; blk.len];
                 let mut dist = vec![0f32; blk.len];
-                assign_rows(x, new, &packed, &mut lab, &mut dist);
+                pass.block(x, None, &mut lab, &mut dist);
                 let mut s = 0.0f64;
                 for r in 0..blk.len {
                     if dist[r] < d2[r] {

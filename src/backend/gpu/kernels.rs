@@ -71,28 +71,47 @@ impl AssignShape {
     }
 }
 
-/// The update kernel: row length and how many accumulator entries live in workgroup memory.
+/// The update kernel: row length, and how its sums are split over workgroup memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UpdateShape {
     pub dp4: u32,
     /// Entries in workgroup memory (0: accumulate straight into the global buffer).
     pub shared: u32,
+    /// vec4 columns each workgroup sums (`dp4` on the direct path).
+    pub cols: u32,
 }
 
 impl UpdateShape {
+    /// Keeps the sums in workgroup memory whenever one vec4 column per cluster fits: the
+    /// features are cut into as few column slices as fit, of near-equal width.
     pub fn choose(dp4: usize, k: usize, wg_bytes: u32) -> UpdateShape {
-        let entries = accumulator_entries(dp4, k);
-        let fits = (entries + 1) * 12 <= wg_bytes as usize;
+        let room = (wg_bytes as usize / 12).saturating_sub(1);
+        let max_cols = (room / k.max(1)).saturating_sub(2) / 4;
+        if max_cols == 0 {
+            return UpdateShape {
+                dp4: dp4 as u32,
+                shared: 0,
+                cols: dp4 as u32,
+            };
+        }
+        let cols = dp4.div_ceil(dp4.div_ceil(max_cols));
         UpdateShape {
             dp4: dp4 as u32,
-            shared: if fits { entries as u32 } else { 0 },
+            shared: (k * (cols * 4 + 2)) as u32,
+            cols: cols as u32,
         }
+    }
+
+    /// Column slices, each a workgroup per row range.
+    pub fn slices(&self) -> usize {
+        (self.dp4 as usize).div_ceil(self.cols as usize)
     }
 
     pub fn source(&self) -> String {
         UPDATE_WGSL
             .replace("$DP4", &self.dp4.to_string())
             .replace("$SHARED", &self.shared.to_string())
+            .replace("$COLS", &self.cols.to_string())
     }
 }
 
@@ -180,9 +199,35 @@ mod tests {
     fn sources_have_no_placeholders_left() {
         let a = AssignShape::choose(3, 7, 32768).source();
         let u = UpdateShape::choose(3, 7, 32768).source();
-        for name in ["$DP4", "$TX", "$TY", "$RM", "$RN", "$KC", "$SHARED"] {
+        for name in [
+            "$DP4", "$TX", "$TY", "$RM", "$RN", "$KC", "$SHARED", "$COLS",
+        ] {
             assert!(!a.contains(&format!("{name}u")) && !u.contains(&format!("{name}u")));
         }
         assert!(a.contains("const DP4: u32 = 3u;") && u.contains("const DP4: u32 = 3u;"));
+    }
+
+    #[test]
+    fn update_slices_cover_the_row_and_fit() {
+        for wg in [16384u32, 32768, 49152] {
+            for dp4 in [1, 2, 3, 9, 33, 75, 1000] {
+                for k in [1, 4, 10, 64, 300, 1365, 5000] {
+                    let s = UpdateShape::choose(dp4, k, wg);
+                    if s.shared == 0 {
+                        // Direct only when not even one column per cluster fits.
+                        assert!((k * 6 + 1) * 12 > wg as usize, "{s:?} k={k}");
+                        assert_eq!(s.cols as usize, dp4);
+                        continue;
+                    }
+                    assert!((s.shared as usize + 1) * 12 <= wg as usize, "{s:?} k={k}");
+                    assert_eq!(s.shared as usize, k * (s.cols as usize * 4 + 2));
+                    let slices = s.slices();
+                    assert!(slices * s.cols as usize >= dp4);
+                    if (accumulator_entries(dp4, k) + 1) * 12 <= wg as usize {
+                        assert_eq!(slices, 1, "{s:?}: everything fits one workgroup");
+                    }
+                }
+            }
+        }
     }
 }

@@ -695,7 +695,8 @@ impl<'a> GpuBackend<'a> {
         ];
         self.pass(enc, Pipe::Assign(x.ashape), &binds, groups);
         if x.update {
-            let rpw = x.base_rows.max(rows.div_ceil(x.max_groups));
+            let slices = x.ushape.slices();
+            let rpw = x.base_rows.max(rows.div_ceil(x.max_groups / slices));
             let params = UpdateParams {
                 rows: rows as u32,
                 k: x.k as u32,
@@ -708,7 +709,7 @@ impl<'a> GpuBackend<'a> {
                 enc,
                 Pipe::Update(x.ushape),
                 &binds,
-                rows.div_ceil(rpw) as u32,
+                (rows.div_ceil(rpw) * slices) as u32,
             );
         }
     }
