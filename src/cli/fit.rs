@@ -122,6 +122,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
             rows: table.data.rows(),
             iterations: result.iterations,
             seed: a.seed,
+            segment_ids: None,
         };
         out.bytes(p, model.to_json()?.as_bytes())?;
     }

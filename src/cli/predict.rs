@@ -29,19 +29,20 @@ pub fn run(a: &PredictArgs) -> Result<()> {
     let t1 = Instant::now();
     let mut be = backend::create(a.run.device, &table.data, a.run.adapter.as_deref())?;
     let step = be.step(&model.flat_centroids(), model.k, false)?;
-    let assignment = be.assignment()?;
+    let mut assignment = be.assignment()?;
     let info = be.info();
     drop(be);
     let t_fit = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    let mut out = Outputs::default();
-    write_assignments(&mut out, &a.output, &table, &assignment)?;
-    out.commit()?;
     let mut sizes = vec![0u64; model.k];
     for &l in &assignment.labels {
         sizes[l as usize] += 1;
     }
+    model.to_ids(&mut assignment.labels);
+    let mut out = Outputs::default();
+    write_assignments(&mut out, &a.output, &table, &assignment)?;
+    out.commit()?;
     let summary = PredictSummary {
         k: model.k,
         rows: table.data.rows(),

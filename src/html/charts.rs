@@ -20,9 +20,9 @@ pub fn cluster_color(c: usize) -> String {
     }
 }
 
-const AXIS: &str = "#5b6472";
+pub(crate) const AXIS: &str = "#5b6472";
 const GRID: &str = "#e6e9ee";
-const INK: &str = "#1f2630";
+pub(crate) const INK: &str = "#1f2630";
 
 fn lerp(a: (f64, f64, f64), b: (f64, f64, f64), t: f64) -> String {
     let m = |x: f64, y: f64| (x + (y - x) * t).round().clamp(0.0, 255.0) as u8;
@@ -103,7 +103,15 @@ pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
     ticks.iter().map(|t| format!("{t:.dec$}")).collect()
 }
 
-fn text(x: f64, y: f64, anchor: &str, size: f64, fill: &str, extra: &str, body: &str) -> String {
+pub(crate) fn text(
+    x: f64,
+    y: f64,
+    anchor: &str,
+    size: f64,
+    fill: &str,
+    extra: &str,
+    body: &str,
+) -> String {
     format!(
         r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}" font-size="{size}" fill="{fill}"{extra}>{}</text>"#,
         escape(body)
