@@ -959,8 +959,14 @@ fn refit_with_another_k_gives_fresh_and_vanished_ids() {
     let after = clusters_by_id(&out);
     assert!(after.values().all(|&c| c != gone && (0..5).contains(&c)));
     // The new model keeps the ids: predict with it reproduces the refit's clusters.
+    // Its ids are stored unless they are 0..k.
     let model = read_json(&r.dir.path().join("k4.json"));
-    assert_eq!(model["segment_ids"].as_array().unwrap().len(), 4);
+    let kept: Vec<i64> = match model["segment_ids"].as_array() {
+        Some(ids) => ids.iter().map(|v| v.as_i64().unwrap()).collect(),
+        None => (0..4).collect(),
+    };
+    assert_eq!(model["segment_ids"].is_null(), gone == 4);
+    assert!(!kept.contains(&(gone as i64)) && kept.len() == 4);
     let p = r.dir.path().join("p.parquet");
     ok(&[
         "predict",
@@ -973,13 +979,32 @@ fn refit_with_another_k_gives_fresh_and_vanished_ids() {
         s(&p),
     ]);
     assert_eq!(clusters_by_id(&p), after);
+    // A model with ids that are not 0..k: predict writes the ids, not the positions.
+    let mut m1 = read_json(&r.model);
+    m1["segment_ids"] = serde_json::json!([0, 2, 3, 5, 9]);
+    let gappy = r.dir.path().join("gappy.json");
+    std::fs::write(&gappy, m1.to_string()).unwrap();
+    let (p1, p2) = (
+        r.dir.path().join("p1.parquet"),
+        r.dir.path().join("p2.parquet"),
+    );
+    for (model, out) in [(&r.model, &p1), (&gappy, &p2)] {
+        ok(&[
+            "predict",
+            s(&r.input),
+            "--model",
+            s(model),
+            "--id",
+            "customer_id",
+            "--output",
+            s(out),
+        ]);
+    }
+    let (plain, mapped) = (clusters_by_id(&p1), clusters_by_id(&p2));
+    for (id, c) in &plain {
+        assert_eq!(mapped[id], [0, 2, 3, 5, 9][*c as usize]);
+    }
     // Refit from the refitted model: its ids are kept and the extra one is above their maximum.
-    let kept: Vec<i64> = model["segment_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
     let r2 = Run {
         model: r.dir.path().join("k4.json"),
         assign: out,
