@@ -177,7 +177,7 @@ pub fn refit(spec: &RefitSpec, progress: &dyn Progress) -> Result<(RefitSummary,
         .iter()
         .map(|&l| ids[l as usize])
         .collect();
-    let links: Vec<IdLink> = (0..k)
+    let mut links: Vec<IdLink> = (0..k)
         .map(|p| IdLink {
             id: ids[p],
             previous_id: matched[p].map(|j| prev_ids[j]),
@@ -185,7 +185,6 @@ pub fn refit(spec: &RefitSpec, progress: &dyn Progress) -> Result<(RefitSummary,
             size: result.sizes[p],
         })
         .collect();
-    let mut links = links;
     links.sort_by_key(|l| l.id);
     let new_ids: Vec<u32> = links
         .iter()
@@ -389,7 +388,7 @@ fn warm_start(
     }
     if k < prev.k {
         let mut counts = vec![0u64; prev.k];
-        for_each_nearest(data, &start, prev.k, |_, c, _| counts[c] += 1);
+        for_each_nearest(data, &start, prev.k, |c, _| counts[c] += 1);
         let mut by_size: Vec<usize> = (0..prev.k).collect();
         by_size.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
         let mut keep = by_size[..k].to_vec();
@@ -403,7 +402,7 @@ fn warm_start(
     while start.len() / d < k {
         let have = start.len() / d;
         let mut d2 = Vec::with_capacity(data.rows());
-        for_each_nearest(data, &start, have, |_, _, dist| d2.push(dist));
+        for_each_nearest(data, &start, have, |_, dist| d2.push(dist));
         let total: f64 = d2.iter().sum();
         let pick = if total > 0.0 {
             let mut target = rng.uniform() * total;
@@ -424,10 +423,9 @@ fn warm_start(
     Ok(start)
 }
 
-/// Calls `f(row, nearest centroid, squared distance)` for every row, in row order.
-fn for_each_nearest(data: &Dataset, c: &[f32], k: usize, mut f: impl FnMut(usize, usize, f64)) {
+/// Calls `f(nearest centroid, squared distance)` for every row, in row order.
+fn for_each_nearest(data: &Dataset, c: &[f32], k: usize, mut f: impl FnMut(usize, f64)) {
     let d = data.dim();
-    let mut r = 0;
     for b in data.batches() {
         for row in b.values.chunks_exact(d) {
             let (mut best, mut bd) = (0, f64::INFINITY);
@@ -437,8 +435,7 @@ fn for_each_nearest(data: &Dataset, c: &[f32], k: usize, mut f: impl FnMut(usize
                     (best, bd) = (j, dist);
                 }
             }
-            f(r, best, bd);
-            r += 1;
+            f(best, bd);
         }
     }
 }
