@@ -172,7 +172,7 @@ fn messy_customers(dir: &Path, n: usize) -> PathBuf {
     let centres: Vec<f64> = (0..shares.len() * d)
         .map(|_| rng.normal_pair().0 * 8.0)
         .collect();
-    let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); d];
+    let mut cols: Vec<Vec<f64>> = (0..d).map(|_| Vec::with_capacity(n)).collect();
     let mut emails: Vec<Option<String>> = Vec::with_capacity(n);
     for i in 0..n {
         let u = rng.uniform();
@@ -717,7 +717,7 @@ fn segments_table(n: usize, seed: u64) -> (Vec<i64>, Vec<Vec<f64>>, Vec<usize>) 
         [12.0, 12.0, 9.0],
         [-12.0, 6.0, 0.0],
     ];
-    let mut cols = vec![Vec::with_capacity(n); 3];
+    let mut cols: Vec<Vec<f64>> = (0..3).map(|_| Vec::with_capacity(n)).collect();
     let mut truth = Vec::with_capacity(n);
     for _ in 0..n {
         let c = rng.below(5) as usize;

@@ -456,7 +456,7 @@ fn table_keys(table: &Table) -> Result<Vec<Option<String>>> {
     use arrow_array::cast::AsArray;
     let n = table.data.rows();
     let ncols = table.id_schema.fields().len();
-    let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(n); ncols];
+    let mut cols: Vec<Vec<Option<String>>> = (0..ncols).map(|_| Vec::with_capacity(n)).collect();
     for b in &table.ids {
         for (j, col) in b.columns().iter().enumerate() {
             let cast = arrow_cast::cast(col, &arrow_schema::DataType::Utf8).map_err(|e| {
