@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::charts::{AXIS, INK, cluster_color, share_color, text, z_color};
+use super::charts::{AXIS, INK, cluster_color, labelled_cell, share_color, text, z_color};
 use super::{card, escape, fmt_num, page, swatch};
 use crate::campaign::drift::Drift;
 
@@ -220,21 +220,13 @@ fn migration_section(d: &Drift) -> String {
             let share = c as f64 / tot.max(1) as f64;
             let x = label_w + cell_w * j as f64;
             let diag = m.previous_ids[i] == m.new_ids[j];
-            let _ = write!(
-                s,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{cell_w}" height="{cell_h}" fill="{}" stroke="{}" stroke-width="{}"/>"#,
-                share_color(share),
+            s += &labelled_cell(
+                x,
+                y,
+                (cell_w, cell_h),
+                &share_color(share),
                 if diag { INK } else { "white" },
-                if diag { 1.5 } else { 2.0 }
-            );
-            let ink = if share > 0.45 { "#ffffff" } else { INK };
-            s += &text(
-                x + cell_w / 2.0,
-                y + cell_h / 2.0 + 4.0,
-                "middle",
-                12.0,
-                ink,
-                "",
+                if share > 0.45 { "#ffffff" } else { INK },
                 &fmt_num(c as f64),
             );
         }
@@ -365,19 +357,13 @@ fn shifts_section(d: &Drift) -> String {
         let shift = shift.unwrap_or_default();
         for (j, v) in shift.iter().enumerate() {
             let x = label_w + cell_w * j as f64;
-            let _ = write!(
-                s,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{cell_w:.1}" height="{cell_h}" fill="{}" stroke="white" stroke-width="2"/>"#,
-                z_color(*v)
-            );
-            let ink = if v.abs() > 1.3 { "#ffffff" } else { INK };
-            s += &text(
-                x + cell_w / 2.0,
-                y + cell_h / 2.0 + 4.0,
-                "middle",
-                12.0,
-                ink,
-                "",
+            s += &labelled_cell(
+                x,
+                y,
+                (cell_w, cell_h),
+                &z_color(*v),
+                "white",
+                if v.abs() > 1.3 { "#ffffff" } else { INK },
                 &format!("{v:+.2}"),
             );
         }
