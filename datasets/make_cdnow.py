@@ -8,6 +8,11 @@ MIT-licensed PyPI package `lifetimes` (file lifetimes/datasets/CDNOW_master.txt 
 Usage:
     pip download --no-deps lifetimes -d /tmp/lifetimes      # the wheel, nothing installed
     python datasets/make_cdnow.py /tmp/lifetimes/Lifetimes-0.11.3-py3-none-any.whl
+    python datasets/make_cdnow.py WHEEL --snapshot 1998-01-01   # the customers as of that day
+
+With --snapshot the table counts only transactions before that day, and recency and tenure
+count up to it; it is written as cdnow_customers_<YYYY-MM>.parquet. Without it the snapshot is
+1 July 1998, the day after the last transaction, and the file is cdnow_customers.parquet.
 
 The argument may also be the extracted CDNOW_master.txt. Needs pyarrow (the environment printed
 by `bash /work/shared/peers/setup.sh`, or any with pyarrow). The output is deterministic.
@@ -46,9 +51,15 @@ def persona(orders: int, recency: int) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    snapshot, name = SNAPSHOT, "cdnow_customers.parquet"
+    if len(args) == 3 and args[1] == "--snapshot":
+        snapshot = dt.date.fromisoformat(args[2])
+        name = f"cdnow_customers_{snapshot:%Y-%m}.parquet"
+        args = args[:1]
+    if len(args) != 1:
         sys.exit(__doc__)
-    lines = read_lines(Path(sys.argv[1]))
+    lines = read_lines(Path(args[0]))
     customers = {}
     for line in lines:
         parts = line.split()
@@ -56,6 +67,8 @@ def main() -> None:
             continue  # the header
         cid, date, cds, dollars = int(parts[0]), parts[1], int(parts[2]), float(parts[3])
         day = dt.date(int(date[:4]), int(date[4:6]), int(date[6:]))
+        if day >= snapshot:
+            continue
         c = customers.setdefault(cid, {"days": set(), "cds": 0, "spend": 0.0})
         c["days"].add(day)
         c["cds"] += cds
@@ -69,7 +82,7 @@ def main() -> None:
         first, last = min(c["days"]), max(c["days"])
         orders = len(c["days"])
         spend = round(c["spend"], 2)
-        recency = (SNAPSHOT - last).days
+        recency = (snapshot - last).days
         cols["customer_id"].append(cid)
         cols["cohort"].append(f"{first.year}-{first.month:02d}")
         cols["segment"].append(persona(orders, recency))
@@ -77,7 +90,7 @@ def main() -> None:
         cols["frequency"].append(orders)
         cols["monetary"].append(spend)
         cols["avg_order_value"].append(round(spend / orders, 2))
-        cols["tenure_days"].append((SNAPSHOT - first).days)
+        cols["tenure_days"].append((snapshot - first).days)
         cols["total_cds"].append(c["cds"])
         cols["log_frequency"].append(math.log(orders))
         cols["log_monetary"].append(math.log1p(spend))
@@ -88,7 +101,7 @@ def main() -> None:
         "log_frequency": pa.float64(), "log_monetary": pa.float64(),
     }
     table = pa.table({k: pa.array(v, type=types[k]) for k, v in cols.items()})
-    out = Path(__file__).resolve().parent / "cdnow_customers.parquet"
+    out = Path(__file__).resolve().parent / name
     pq.write_table(table, out, compression="zstd")
     print(f"wrote {out.name}: {table.num_rows} customers, {table.num_columns} columns")
 

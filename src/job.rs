@@ -424,6 +424,7 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
         rows: rows.rows(),
         iterations: result.iterations,
         seed: params.seed,
+        segment_ids: None,
     };
     if let Some(p) = &job.model {
         outputs.bytes(p, model.to_json()?.as_bytes())?;
@@ -554,6 +555,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictSummary> {
                         total += slab.weights.as_ref().map_or(1.0, |w| w[i] as f64) * d as f64;
                     }
                     n += r;
+                    m.to_ids(&mut labels);
                     w.results(&labels, &dists, put)
                 }
                 crate::io::source::Item::Ids(b) => w.ids(b, put),
@@ -576,12 +578,13 @@ pub fn predict(job: &PredictJob) -> Result<PredictSummary> {
         let data: &dyn Rows = p.rows.as_ref();
         let mut be = backend::create(job.device, data, job.adapter.as_deref())?;
         let step = be.step(&centroids, m.k, false)?;
-        let a = be.assignment()?;
+        let mut a = be.assignment()?;
         info = be.info();
         drop(be);
         for &l in &a.labels {
             sizes[l as usize] += 1;
         }
+        m.to_ids(&mut a.labels);
         let extra = write_assignments(&mut out, &job.output, &p, &a)?;
         rows = data.rows();
         inertia = step.inertia;

@@ -4,7 +4,8 @@
 //! results back; [`prep`] scales features; [`kmeans`] is the algorithm, written once against the
 //! [`backend::Backend`] trait; [`backend`] holds the CPU and GPU implementations; [`model`] is
 //! the saved model; [`report`] the summaries; [`insight`] profiles, quality metrics, segment
-//! comparison and the choice of k; [`html`] the self-contained report; [`cli`] the command line.
+//! comparison and the choice of k; [`campaign`] audience exports and refits with stable segment
+//! ids; [`html`] the self-contained reports; [`cli`] the command line.
 //!
 //! ```
 //! use lakemeans::backend::cpu::CpuBackend;
@@ -23,6 +24,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod campaign;
 pub mod cli;
 pub mod data;
 pub mod error;

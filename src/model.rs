@@ -25,12 +25,32 @@ pub struct Model {
     pub rows: usize,
     pub iterations: usize,
     pub seed: u64,
+    /// The stable segment id of each centroid, when a refit kept ids that are not `0..k`
+    /// (a segment vanished); absent means centroid `i` is segment `i`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_ids: Option<Vec<u32>>,
 }
 
 impl Model {
     /// Flattened clustered-space centroids, `k * dim`.
     pub fn flat_centroids(&self) -> Vec<f32> {
         self.centroids.iter().flatten().copied().collect()
+    }
+
+    /// The segment id of every centroid, in centroid order.
+    pub fn ids(&self) -> Vec<u32> {
+        self.segment_ids
+            .clone()
+            .unwrap_or_else(|| (0..self.k as u32).collect())
+    }
+
+    /// Turns centroid positions (what a backend assigns) into segment ids.
+    pub fn to_ids(&self, labels: &mut [u32]) {
+        if let Some(ids) = &self.segment_ids {
+            for l in labels {
+                *l = ids[*l as usize];
+            }
+        }
     }
 
     pub fn to_json(&self) -> Result<String> {
@@ -74,6 +94,20 @@ impl Model {
             .any(|c| c.len() != d || c.iter().any(|v| !v.is_finite()))
         {
             return Err(format!("every centroid needs {d} finite values"));
+        }
+        if let Some(ids) = &self.segment_ids {
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if ids.len() != self.k || sorted.len() != self.k || sorted != *ids {
+                return Err(format!(
+                    "segment_ids must hold {} distinct ids in ascending order",
+                    self.k
+                ));
+            }
+            if ids.last().is_some_and(|&m| m > u32::MAX / 2) {
+                return Err("a segment id is too large".into());
+            }
         }
         if self.scaling.offset.len() != d || self.scaling.scale.len() != d {
             return Err("scaling does not match the features".into());

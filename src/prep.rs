@@ -76,6 +76,13 @@ impl Scaler {
         Dataset::from_slabs(dim, slabs)
     }
 
+    /// One row (in input units, as f32) to clustered space, in place.
+    pub fn transform_row(&self, row: &mut [f32]) {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = self.apply(j, *v as f64);
+        }
+    }
+
     /// Input-unit centroids (or rows) to clustered space, row-major.
     pub fn transform_rows(&self, rows: &[f64]) -> Vec<f32> {
         let dim = self.offset.len();

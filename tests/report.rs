@@ -216,3 +216,74 @@ fn sweep_report_renders_in_chromium() {
         "charts missing from the screenshot ({colour} coloured pixels)"
     );
 }
+
+#[test]
+fn drift_report_renders_in_chromium() {
+    let dir = tmpdir();
+    let input = audience(dir.path());
+    let d = dir.path();
+    let o = lakemeans(&[
+        "fit",
+        s(&input),
+        "--k",
+        "4",
+        "--id",
+        "customer_id",
+        "--exclude",
+        "label",
+        "--output",
+        s(&d.join("a1.parquet")),
+        "--model",
+        s(&d.join("m1.json")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = d.join("drift.html");
+    let o = lakemeans(&[
+        "refit",
+        s(&input),
+        "--model",
+        s(&d.join("m1.json")),
+        "--k",
+        "5",
+        "--output",
+        s(&d.join("a2.parquet")),
+        "--model-out",
+        s(&d.join("m2.json")),
+        "--previous-assignments",
+        s(&d.join("a1.parquet")),
+        "--id",
+        "customer_id",
+        "--report",
+        s(&html),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = check_html(
+        &html,
+        4,
+        &[
+            "Segment drift",
+            "Flows between segments",
+            "Migration matrix",
+            "Size changes",
+            "Features that moved most",
+            "PSI of the segment sizes",
+        ],
+    );
+    // One band per non-empty previous → new pair, one cell per pair in the matrix.
+    assert!(text.matches("<path").count() >= 4);
+    let png = screenshot(&html, dir.path());
+    let (ink, colour) = ink(&png);
+    eprintln!(
+        "drift report: {:.1}% ink, {colour} coloured pixels",
+        100.0 * ink
+    );
+    assert!(
+        ink > 0.02,
+        "screenshot is nearly blank ({:.2}% ink)",
+        100.0 * ink
+    );
+    assert!(
+        colour > 20_000,
+        "charts missing from the screenshot ({colour} coloured pixels)"
+    );
+}

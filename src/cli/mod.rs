@@ -1,10 +1,12 @@
 //! Command-line interface: argument definitions and one module per subcommand.
 
 mod bench;
+mod export;
 mod fit;
 mod predict;
 mod profile;
 mod progress;
+mod refit;
 mod sweep;
 
 use std::path::PathBuf;
@@ -41,6 +43,11 @@ pub enum Command {
     Profile(profile::ProfileArgs),
     /// Fit every k of a range and recommend one (silhouette, Calinski-Harabasz, Davies-Bouldin, elbow).
     Sweep(sweep::SweepArgs),
+    /// Write one upload-ready audience file per segment (hashed emails and phones, raw ids) for
+    /// Google, Meta, LinkedIn or a DMP, with a manifest.
+    Export(export::ExportArgs),
+    /// Refit a saved model on newer rows, keeping segment ids stable, and report the drift.
+    Refit(refit::RefitArgs),
     /// Write a synthetic audience (Gaussian mixture with known labels) to Parquet.
     Gen(GenArgs),
     /// List the GPU adapters lakemeans can use, with their key limits.
@@ -273,6 +280,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep(a) => {
             init_threads(a.run.threads)?;
             sweep::run(&a)
+        }
+        Command::Export(a) => export::run(&a),
+        Command::Refit(a) => {
+            init_threads(a.run.threads)?;
+            refit::run(&a)
         }
         Command::Devices(a) => bench::devices(&a),
         Command::Bench(a) => {

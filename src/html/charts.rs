@@ -20,9 +20,9 @@ pub fn cluster_color(c: usize) -> String {
     }
 }
 
-const AXIS: &str = "#5b6472";
+pub(crate) const AXIS: &str = "#5b6472";
 const GRID: &str = "#e6e9ee";
-const INK: &str = "#1f2630";
+pub(crate) const INK: &str = "#1f2630";
 
 fn lerp(a: (f64, f64, f64), b: (f64, f64, f64), t: f64) -> String {
     let m = |x: f64, y: f64| (x + (y - x) * t).round().clamp(0.0, 255.0) as u8;
@@ -103,10 +103,45 @@ pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
     ticks.iter().map(|t| format!("{t:.dec$}")).collect()
 }
 
-fn text(x: f64, y: f64, anchor: &str, size: f64, fill: &str, extra: &str, body: &str) -> String {
+pub(crate) fn text(
+    x: f64,
+    y: f64,
+    anchor: &str,
+    size: f64,
+    fill: &str,
+    extra: &str,
+    body: &str,
+) -> String {
     format!(
         r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}" font-size="{size}" fill="{fill}"{extra}>{}</text>"#,
         escape(body)
+    )
+}
+
+/// A grid cell of `size` (width, height) filled with `fill`, outlined with `stroke` (2 px,
+/// 1.5 px when not white), with `label` centred in `ink`.
+pub(crate) fn labelled_cell(
+    x: f64,
+    y: f64,
+    size: (f64, f64),
+    fill: &str,
+    stroke: &str,
+    ink: &str,
+    label: &str,
+) -> String {
+    let (w, h) = size;
+    let sw = if stroke == "white" { 2.0 } else { 1.5 };
+    format!(
+        r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"/>{}"#,
+        text(
+            x + w / 2.0,
+            y + h / 2.0 + 4.0,
+            "middle",
+            12.0,
+            ink,
+            "",
+            label
+        )
     )
 }
 
@@ -223,20 +258,7 @@ pub fn heatmap(rows: &[String], cols: &[String], z: &[Vec<Option<f64>>]) -> Stri
                 ),
                 None => ("#eeeeee".to_string(), "n/a".to_string(), AXIS),
             };
-            let _ = write!(
-                s,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{fill}" stroke="white" stroke-width="2"/>"#,
-                cell_w, cell_h
-            );
-            s += &text(
-                x + cell_w / 2.0,
-                y + cell_h / 2.0 + 4.0,
-                "middle",
-                12.0,
-                ink,
-                "",
-                &label,
-            );
+            s += &labelled_cell(x, y, (cell_w, cell_h), &fill, "white", ink, &label);
         }
     }
     // Legend: a gradient strip from -2 to +2 made of small rects (no defs needed).

@@ -2,6 +2,7 @@
 //! resources fetched), readable in any browser and printable.
 
 pub mod charts;
+pub mod drift;
 
 use std::fmt::Write;
 
