@@ -9,6 +9,9 @@ use crate::backend::DeviceInfo;
 pub struct Seconds {
     pub read: f64,
     pub fit: f64,
+    /// Choosing the starting centroids, a part of `fit` (fit only; 0 for given centroids).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<f64>,
     /// Writing assignments, centroids and model.
     pub write: f64,
     /// Profiles, quality metrics and the report, when asked for (the exact silhouette can
@@ -129,8 +132,12 @@ impl FitSummary {
         if let (Some(ari), Some(nmi)) = (self.ari, self.nmi) {
             s += &format!("\nagainst the segments: ARI {ari:.4}, NMI {nmi:.4}");
         }
+        let init = self
+            .seconds
+            .init
+            .map_or(String::new(), |i| format!(" of which init {i:.2}s"));
         s += &format!(
-            "\ntime: {:.2}s (read {:.2}s, fit {:.2}s, write {:.2}s)\n",
+            "\ntime: {:.2}s (read {:.2}s, fit {:.2}s{init}, write {:.2}s)\n",
             self.seconds.total, self.seconds.read, self.seconds.fit, self.seconds.write
         );
         s

@@ -90,9 +90,11 @@ fn fit_writes_assignments_centroids_and_model() {
     for key in ["iterations", "converged", "inertia", "seconds"] {
         assert!(!j[key].is_null(), "missing {key}");
     }
-    for key in ["read", "fit", "write", "total"] {
+    for key in ["read", "fit", "init", "write", "total"] {
         assert!(j["seconds"][key].as_f64().unwrap() >= 0.0);
     }
+    // Init is a part of the fit, timed inside it.
+    assert!(j["seconds"]["init"].as_f64() <= j["seconds"]["fit"].as_f64());
     assert_eq!(
         read_column_f64(&out, "id"),
         (0..500).map(|i| i as f64).collect::<Vec<_>>()

@@ -171,6 +171,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         seconds: Seconds {
             read: t_read,
             fit: t_fit,
+            init: Some(result.init_seconds),
             write: t_write,
             analysis: asked.then_some(t_analysis),
             total: t0.elapsed().as_secs_f64(),

@@ -53,6 +53,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
         seconds: Seconds {
             read: t_read,
             fit: t_fit,
+            init: None,
             write: t2.elapsed().as_secs_f64(),
             analysis: None,
             total: t0.elapsed().as_secs_f64(),

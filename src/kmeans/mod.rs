@@ -10,6 +10,8 @@ mod init;
 
 pub use init::{kmeans_plus_plus, random_rows};
 
+use std::time::Instant;
+
 use crate::backend::{Assignment, Backend};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -78,6 +80,8 @@ pub struct KMeansResult {
     pub run_inertias: Vec<f64>,
     /// Times an empty cluster was re-seeded, over the winning run.
     pub reseeded: usize,
+    /// Wall-clock seconds spent choosing initial centroids, over all runs.
+    pub init_seconds: f64,
 }
 
 /// Progress events for a progress bar.
@@ -139,13 +143,16 @@ pub fn fit(
     };
     let mut best: Option<KMeansResult> = None;
     let mut run_inertias = Vec::with_capacity(runs);
+    let mut init_seconds = 0.0;
     for run in 0..runs {
         let mut rng = Rng::derive(params.seed, run as u64);
+        let started = Instant::now();
         let centroids = match &params.init {
-            Init::KMeansPlusPlus => kmeans_plus_plus(data, params.k, &mut rng),
+            Init::KMeansPlusPlus => kmeans_plus_plus(data, backend, params.k, &mut rng)?,
             Init::Random => random_rows(data, params.k, &mut rng)?,
             Init::Centroids(c) => c.clone(),
         };
+        init_seconds += started.elapsed().as_secs_f64();
         let mut r = lloyd(data, backend, params, centroids, tol, run, progress)?;
         run_inertias.push(r.inertia);
         // Strictly lower wins, so ties keep the earlier run.
@@ -156,6 +163,7 @@ pub fn fit(
     }
     let mut best = best.ok_or_else(|| Error::Internal("no k-means run".into()))?;
     best.run_inertias = run_inertias;
+    best.init_seconds = init_seconds;
     Ok(best)
 }
 
@@ -223,6 +231,7 @@ fn lloyd(
         best_run: run,
         run_inertias: Vec::new(),
         reseeded,
+        init_seconds: 0.0,
     })
 }
 

@@ -15,6 +15,7 @@
 
 mod adapter;
 mod kernels;
+mod seeding;
 
 pub use adapter::{AdapterSummary, HIDE_ENV, hidden_by_env, list_adapters};
 
@@ -177,6 +178,7 @@ pub struct GpuBackend<'a> {
     readback: Growable,
     kernels: Kernels,
     stepped: bool,
+    seeding: seeding::State,
 }
 
 /// Exponent e with max_abs * 2^e < 2^62 (so rounded terms fit the 96-bit accumulators with
@@ -294,6 +296,7 @@ impl<'a> GpuBackend<'a> {
             ),
             kernels: Kernels::default(),
             stepped: false,
+            seeding: seeding::State::new(),
         };
         let resident = opts
             .max_resident_bytes
