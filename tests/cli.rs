@@ -176,6 +176,8 @@ fn fit_without_output_prints_a_summary() {
         out.contains("k = 3") && out.contains("inertia") && out.contains("cluster sizes"),
         "{out}"
     );
+    // Init time is shown apart from the fit it belongs to.
+    assert!(out.contains(" of which init "), "{out}");
 }
 
 #[test]

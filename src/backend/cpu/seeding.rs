@@ -114,13 +114,13 @@ fn tile<const L: usize, const R: usize>(
         // zero candidates and are never stored.
         let cn = &cnorms[p * L..(p + 1) * L];
         let lanes = L.min(n - p * L);
-        for r in 0..R {
+        for (r, acc_r) in acc.iter().enumerate() {
             let g = r0 + r;
             let wr = w.map_or(1.0, |w| w[g] as f64);
             let (xn, cl) = (norms[g], closest[g]);
             let mut m = [0.0f32; L];
             for l in 0..L {
-                m[l] = ((xn + cn[l]) - 2.0 * acc[r][l]).max(0.0).min(cl);
+                m[l] = ((xn + cn[l]) - 2.0 * acc_r[l]).max(0.0).min(cl);
             }
             let ms = &mut mass[p * L..(p + 1) * L];
             for l in 0..L {
