@@ -54,6 +54,14 @@ pub fn slab_blocks(global: usize, rows: usize, block: usize) -> Vec<Block> {
         .collect()
 }
 
+/// Fixed blocks of at most `block` rows over `rows` rows cut into slabs, as
+/// [`Dataset::blocks`] gives them.
+pub fn blocks_of(rows: usize, block: usize) -> Vec<Block> {
+    (0..rows.div_ceil(SLAB_ROWS))
+        .flat_map(|i| slab_blocks(i * SLAB_ROWS, SLAB_ROWS.min(rows - i * SLAB_ROWS), block))
+        .collect()
+}
+
 /// Per-feature mean and variance, merged over fixed blocks in block order (Chan et al.'s
 /// pairwise update), so the figures do not depend on threads or on where the rows live.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,11 +295,7 @@ impl Dataset {
     /// The partition depends only on the row count and `block`, never on the thread count,
     /// which is what makes every reduction over blocks reproducible.
     pub fn blocks(&self, block: usize) -> Vec<Block> {
-        self.slabs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, b)| slab_blocks(i * SLAB_ROWS, b.rows(self.dim), block))
-            .collect()
+        blocks_of(self.rows, block)
     }
 
     /// The rows and weights of one block.

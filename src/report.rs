@@ -8,10 +8,10 @@ use crate::backend::DeviceInfo;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Seconds {
     pub read: f64,
-    /// Choosing the initial centroids, over all runs (part of `fit`).
+    pub fit: f64,
+    /// Choosing the starting centroids, a part of `fit` (fit only; 0 for given centroids).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<f64>,
-    pub fit: f64,
     /// Writing assignments, centroids and model.
     pub write: f64,
     /// Profiles, quality metrics and the report, when asked for (the exact silhouette can
@@ -143,12 +143,15 @@ impl FitSummary {
         if let (Some(ari), Some(nmi)) = (self.ari, self.nmi) {
             s += &format!("\nagainst the segments: ARI {ari:.4}, NMI {nmi:.4}");
         }
+        let init = self
+            .seconds
+            .init
+            .map_or(String::new(), |i| format!(" of which init {i:.2}s"));
         s += &format!(
-            "\ntime: {:.2}s (read {:.2}s, fit {:.2}s of which init {:.2}s, write {:.2}s{})\n",
+            "\ntime: {:.2}s (read {:.2}s, fit {:.2}s{init}, write {:.2}s{})\n",
             self.seconds.total,
             self.seconds.read,
             self.seconds.fit,
-            self.seconds.init.unwrap_or(0.0),
             self.seconds.write,
             self.seconds
                 .analysis

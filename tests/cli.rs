@@ -90,9 +90,11 @@ fn fit_writes_assignments_centroids_and_model() {
     for key in ["iterations", "converged", "inertia", "seconds"] {
         assert!(!j[key].is_null(), "missing {key}");
     }
-    for key in ["read", "fit", "write", "total"] {
+    for key in ["read", "fit", "init", "write", "total"] {
         assert!(j["seconds"][key].as_f64().unwrap() >= 0.0);
     }
+    // Init is a part of the fit, timed inside it.
+    assert!(j["seconds"]["init"].as_f64() <= j["seconds"]["fit"].as_f64());
     assert_eq!(
         read_column_f64(&out, "id"),
         (0..500).map(|i| i as f64).collect::<Vec<_>>()
@@ -174,6 +176,8 @@ fn fit_without_output_prints_a_summary() {
         out.contains("k = 3") && out.contains("inertia") && out.contains("cluster sizes"),
         "{out}"
     );
+    // Init time is shown apart from the fit it belongs to.
+    assert!(out.contains(" of which init "), "{out}");
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use lakemeans::backend::cpu::CpuBackend;
 use lakemeans::backend::gpu::{GpuBackend, GpuOptions, HIDE_ENV};
-use lakemeans::backend::{Assignment, Backend, DeviceChoice, Fallback, FarPoint, Step};
+use lakemeans::backend::{
+    Assignment, Backend, DeviceChoice, Fallback, FarPoint, SEED_BLOCK_ROWS, Seeder, Step,
+};
 use lakemeans::data::{Batch, Dataset};
 use lakemeans::error::{Error, Result};
 
@@ -433,10 +435,41 @@ fn shader_failure_is_a_device_error() {
         .expect("step after a failed compile");
 }
 
-/// A GPU backend that starts failing like a lost device after `ok` steps.
+/// A GPU backend that starts failing like a lost device after `ok` steps, or after
+/// `seed_ok` seeding calls.
 struct Flaky<'a> {
     inner: GpuBackend<'a>,
     ok: usize,
+    seed_ok: usize,
+}
+
+impl Flaky<'_> {
+    fn seed_call(&mut self) -> Result<()> {
+        if self.seed_ok == 0 {
+            return Err(Error::Device("simulated device loss".into()));
+        }
+        self.seed_ok -= 1;
+        Ok(())
+    }
+}
+
+impl Seeder for Flaky<'_> {
+    fn seed_reset(&mut self) -> Result<()> {
+        self.seed_call()?;
+        self.inner.seed_reset()
+    }
+    fn seed_score(&mut self, c: &[f32], n: usize) -> Result<Vec<f64>> {
+        self.seed_call()?;
+        self.inner.seed_score(c, n)
+    }
+    fn seed_keep(&mut self, t: usize) -> Result<()> {
+        self.seed_call()?;
+        self.inner.seed_keep(t)
+    }
+    fn seed_distances(&mut self, blocks: &[usize]) -> Result<Vec<Vec<f32>>> {
+        self.seed_call()?;
+        self.inner.seed_distances(blocks)
+    }
 }
 
 impl Backend for Flaky<'_> {
@@ -469,6 +502,7 @@ fn device_failure_falls_back_to_cpu() {
     let flaky = Flaky {
         inner: open(&data, options()),
         ok: 1,
+        seed_ok: usize::MAX,
     };
     let mut fb = Fallback::new(&data, Box::new(flaky));
     let mut cpu = CpuBackend::new(&data);
@@ -483,4 +517,171 @@ fn device_failure_falls_back_to_cpu() {
         got, want,
         "after the fall-back the CPU continues from the GPU's state"
     );
+}
+
+/// The k-means++ rows chosen on `backend` for a seed, as row indices of `data`.
+fn seeds_on(data: &Dataset, backend: &mut dyn Backend, k: usize, seed: u64) -> Vec<usize> {
+    let mut rng = lakemeans::rng::Rng::derive(seed, 0);
+    let c = lakemeans::kmeans::kmeans_plus_plus(data, backend, k, &mut rng).expect("k-means++");
+    c.chunks_exact(data.dim())
+        .map(|c| (0..data.rows()).find(|&i| data.row(i) == c).expect("a row"))
+        .collect()
+}
+
+/// Rows cut into uneven batches, so seeding blocks and GPU chunks straddle each other.
+fn batched(rng: &mut Rng, sizes: &[usize], d: usize, weighted: bool) -> Dataset {
+    let whole = blobs(rng, sizes.iter().sum(), d, weighted);
+    let mut batches = Vec::new();
+    let mut start = 0;
+    for &len in sizes {
+        let values = (start..start + len)
+            .flat_map(|i| whole.row(i).to_vec())
+            .collect();
+        let weights = weighted.then(|| (start..start + len).map(|i| whole.weight(i)).collect());
+        batches.push(Batch { values, weights });
+        start += len;
+    }
+    Dataset::new(d, batches)
+}
+
+/// Σ w·(distance to the nearest of `cents`)², in f64: the potential a seeding leaves.
+fn potential(data: &Dataset, picks: &[usize]) -> f64 {
+    (0..data.rows())
+        .map(|i| {
+            let x = data.row(i);
+            let m = picks
+                .iter()
+                .map(|&j| dist64(x, data.row(j)))
+                .fold(f64::INFINITY, f64::min);
+            data.weight(i) as f64 * m
+        })
+        .sum()
+}
+
+// The GPU may round a distance differently from the CPU by an ulp (a shader compiler is free
+// to fuse a multiply and an add), and it sums block masses in compensated f32 pairs instead of
+// f64. `gpu_seeding_pass_matches_the_cpu` bounds that difference per pass (masses within
+// 1e-5, the same best candidate unless two are that close). A pick can therefore differ only
+// where a draw lands within that rounding of a row boundary, or two candidates nearly tie;
+// from there on the run is a different, equally valid k-means++ draw. So: most runs pick
+// exactly the CPU's rows, and the others leave a potential of the same size.
+#[test]
+fn gpu_kmeans_plus_plus_picks_the_cpus_rows() {
+    let mut rng = Rng(21);
+    let cases = [
+        (batched(&mut rng, &[3000, 5000, 1200], 7, false), 20),
+        (batched(&mut rng, &[4096, 4097, 10], 33, true), 50),
+        (blobs(&mut rng, 700, 130, false), 100),
+    ];
+    let chunked = GpuOptions {
+        max_chunk_rows: Some(1000),
+        ..options()
+    };
+    let streamed = GpuOptions {
+        max_chunk_rows: Some(640),
+        max_resident_bytes: Some(0),
+        ..options()
+    };
+    let (mut runs, mut same) = (0, 0);
+    for (data, k) in &cases {
+        for seed in 0..3 {
+            let want = seeds_on(data, &mut CpuBackend::new(data), *k, seed);
+            for opts in [options(), chunked.clone(), streamed.clone()] {
+                let got = seeds_on(data, &mut open(data, opts), *k, seed);
+                runs += 1;
+                if got == want {
+                    same += 1;
+                    continue;
+                }
+                let (pg, pc) = (potential(data, &got), potential(data, &want));
+                assert!(
+                    (0.5..2.0).contains(&(pg / pc)),
+                    "n={} seed {seed}: potential {pg} against the CPU's {pc}",
+                    data.rows()
+                );
+            }
+        }
+    }
+    assert!(
+        3 * same >= 2 * runs,
+        "only {same} of {runs} runs picked the CPU's rows"
+    );
+}
+
+#[test]
+fn gpu_seeding_pass_matches_the_cpu() {
+    let mut rng = Rng(22);
+    let data = batched(&mut rng, &[5000, 3500], 19, true);
+    let d = data.dim();
+    let blocks = data.blocks(SEED_BLOCK_ROWS);
+    let all: Vec<usize> = (0..blocks.len()).collect();
+    let mut cpu = CpuBackend::new(&data);
+    let mut gpu = open(&data, options());
+    cpu.seed_reset().unwrap();
+    gpu.seed_reset().unwrap();
+    let mut kept = Vec::new();
+    for step in 0..12 {
+        let n = 1 + step % 9;
+        let cands = pick_centroids(&mut rng, &data, n);
+        let mc = cpu.seed_score(&cands, n).unwrap();
+        let mg = gpu.seed_score(&cands, n).unwrap();
+        // Each mass is a sum of non-negative terms, each within a few ulps of the CPU's.
+        for (a, b) in mc.iter().zip(&mg) {
+            assert!(rel(*a, *b) < 1e-5, "step {step}: mass {a} vs {b}");
+        }
+        // The same best candidate, unless two are within that rounding of each other.
+        let pots =
+            |m: &[f64]| -> Vec<f64> { m.chunks(blocks.len()).map(|c| c.iter().sum()).collect() };
+        let (pc, pg) = (pots(&mc), pots(&mg));
+        let argmin = |p: &[f64]| (0..p.len()).fold(0, |b, t| if p[t] < p[b] { t } else { b });
+        let (bc, bg) = (argmin(&pc), argmin(&pg));
+        assert!(
+            bc == bg || rel(pc[bg], pc[bc]) < 1e-5,
+            "step {step}: best {bg} vs {bc}"
+        );
+        let t = step % n;
+        cpu.seed_keep(t).unwrap();
+        gpu.seed_keep(t).unwrap();
+        kept.extend_from_slice(&cands[t * d..(t + 1) * d]);
+        let (dc, dg) = (
+            cpu.seed_distances(&all).unwrap(),
+            gpu.seed_distances(&all).unwrap(),
+        );
+        // D against an f64 brute force, on both backends.
+        for (bi, b) in blocks.iter().enumerate() {
+            for r in 0..b.len {
+                let x = data.row(b.global + r);
+                let exact = kept
+                    .chunks_exact(d)
+                    .map(|c| dist64(x, c))
+                    .fold(f64::INFINITY, f64::min);
+                let scale = norm64(x) + kept.chunks_exact(d).map(norm64).fold(0.0, f64::max);
+                for (what, v) in [("cpu", dc[bi][r]), ("gpu", dg[bi][r])] {
+                    assert!(
+                        (v as f64 - exact).abs() <= 1e-5 * scale,
+                        "{what} D of row {}: {v} vs {exact}",
+                        b.global + r
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn device_failure_during_seeding_falls_back_to_cpu() {
+    let mut rng = Rng(23);
+    let data = blobs(&mut rng, 5000, 6, false);
+    let want = seeds_on(&data, &mut CpuBackend::new(&data), 12, 4);
+    for seed_ok in [0, 1, 2, 7, 20] {
+        let flaky = Flaky {
+            inner: open(&data, options()),
+            ok: usize::MAX,
+            seed_ok,
+        };
+        let mut fb = Fallback::new(&data, Box::new(flaky));
+        let got = seeds_on(&data, &mut fb, 12, 4);
+        assert!(fb.fell_back(), "after {seed_ok} calls");
+        assert_eq!(got, want, "failing after {seed_ok} seeding calls");
+    }
 }

@@ -272,7 +272,8 @@ fn kmeans_plus_plus_spreads_over_separated_blobs() {
     }
     let data = Dataset::from_rows(2, v, None);
     for seed in 0..5 {
-        let c = kmeans::kmeans_plus_plus(&data, 8, &mut Rng::new(seed));
+        let mut be = CpuBackend::new(&data);
+        let c = kmeans::kmeans_plus_plus(&data, &mut be, 8, &mut Rng::new(seed)).unwrap();
         let mut blobs: Vec<i64> = c
             .chunks_exact(2)
             .map(|p| (p[0] / 1000.0).round() as i64)
@@ -293,7 +294,8 @@ fn zero_weight_rows_are_never_seeds() {
     let data = Dataset::from_rows(2, v, Some(w));
     for seed in 0..5 {
         for c in [
-            kmeans::kmeans_plus_plus(&data, 10, &mut Rng::new(seed)),
+            kmeans::kmeans_plus_plus(&data, &mut CpuBackend::new(&data), 10, &mut Rng::new(seed))
+                .unwrap(),
             kmeans::random_rows(&data, 10, &mut Rng::new(seed)).unwrap(),
         ] {
             assert!(c.chunks_exact(2).all(|p| p[0] as i64 % 2 == 1), "{c:?}");

@@ -4,6 +4,8 @@
 //! summed on its own, in f64, and the block partials are added in block order. The result is
 //! therefore the same bytes whatever the thread count.
 
+mod seeding;
+
 use rayon::prelude::*;
 
 use super::{Assignment, Backend, DeviceInfo, FarPoint, Step};
@@ -46,29 +48,6 @@ impl Packed {
 
     fn n_panels(&self) -> usize {
         self.norms.len() / LANES
-    }
-
-    /// Packed slots, `k` rounded up to whole panels.
-    pub fn slots(&self) -> usize {
-        self.norms.len()
-    }
-}
-
-/// Dot products of every row of `x` with every packed centroid: `out[r * slots + j]`.
-pub fn dots(x: &[f32], packed: &Packed, out: &mut [f32]) {
-    let dim = packed.dim;
-    let slots = packed.slots();
-    for (r, xr) in x.chunks_exact(dim).enumerate() {
-        for p in 0..packed.n_panels() {
-            let panel = &packed.panels[p * dim * LANES..(p + 1) * dim * LANES];
-            let mut acc = [0.0f32; LANES];
-            for (col, &xv) in panel.chunks_exact(LANES).zip(xr) {
-                for l in 0..LANES {
-                    acc[l] += xv * col[l];
-                }
-            }
-            out[r * slots + p * LANES..r * slots + (p + 1) * LANES].copy_from_slice(&acc);
-        }
     }
 }
 
@@ -1041,6 +1020,31 @@ pub fn sq_dist(a: &[f32], b: &[f64]) -> f32 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3]) + tail) as f32
 }
 
+/// Runs `f` inside a function compiled for `isa`, so that everything `f` inlines is
+/// vectorised for it too.
+#[inline(always)]
+fn dispatch<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match isa {
+            // SAFETY: `isa()` only returns a set this CPU has.
+            Isa::Avx512 => return unsafe { avx512(f) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { avx2(f) },
+            Isa::Portable => {}
+        }
+    }
+    f()
+}
+
 /// Nearest centroid of every row of a slab, block by block in parallel.
 pub fn assign_slab(slab: &crate::data::Batch, pass: &Pass, labels: &mut [u32], dists: &mut [f32]) {
     let dim = pass.dim;
@@ -1062,6 +1066,7 @@ pub struct CpuBackend<'a> {
     distances: Vec<f32>,
     /// False until the first step, so the first step counts every row as changed.
     assigned: bool,
+    seeding: seeding::State,
 }
 
 impl<'a> CpuBackend<'a> {
@@ -1071,6 +1076,7 @@ impl<'a> CpuBackend<'a> {
             labels: vec![0; data.rows()],
             distances: vec![0.0; data.rows()],
             assigned: false,
+            seeding: seeding::State::default(),
         }
     }
 }

@@ -6,9 +6,11 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod seeding;
 
 use crate::data::Rows;
 use crate::error::{Error, Result};
+pub use seeding::{SEED_BLOCK_ROWS, Seeder};
 
 /// What one assignment pass produced, reduced over all rows in a fixed order.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +57,8 @@ pub struct DeviceInfo {
     pub api: Option<String>,
 }
 
-pub trait Backend {
+/// The passes of a fit; [`Seeder`] adds the k-means++ pass, so init runs where Lloyd does.
+pub trait Backend: Seeder {
     fn info(&self) -> DeviceInfo;
 
     /// Assigns every row to its nearest centroid (`centroids` is `k * dim`, row-major; ties go
@@ -121,13 +124,15 @@ pub fn create<'a>(
 ///
 /// The CPU backend first replays the last successful step's centroids so that its labels,
 /// and thus the next step's `changed` count, farthest rows and assignment, pick up exactly
-/// where the GPU left off.
+/// where the GPU left off. A seeding in progress is replayed the same way (see
+/// [`seeding::SeedLog`]).
 pub struct Fallback<'a> {
     data: &'a dyn Rows,
     inner: Box<dyn Backend + 'a>,
     on_gpu: bool,
     /// Centroids and k of the last step the GPU completed.
     last: Option<(Vec<f32>, usize)>,
+    seed_log: seeding::SeedLog,
 }
 
 impl<'a> Fallback<'a> {
@@ -137,6 +142,7 @@ impl<'a> Fallback<'a> {
             inner: gpu,
             on_gpu: true,
             last: None,
+            seed_log: seeding::SeedLog::default(),
         }
     }
 
@@ -152,6 +158,7 @@ impl<'a> Fallback<'a> {
         if let Some((c, k)) = self.last.take() {
             cpu.step(&c, k, false)?;
         }
+        self.seed_log.replay(&mut cpu, self.data.dim())?;
         self.inner = Box::new(cpu);
         self.on_gpu = false;
         Ok(())

@@ -1,207 +1,210 @@
-//! Initial centroids. Everything here walks the rows in fixed blocks and reduces in block
-//! order, so the chosen rows do not depend on the thread count.
+//! Initial centroids. Every choice here walks the rows in fixed blocks and reduces in block
+//! order, so the chosen rows do not depend on the thread count or the backend's layout.
 
-use rayon::prelude::*;
+use std::collections::HashMap;
 
-use crate::backend::cpu::{Packed, dots};
+use crate::backend::{SEED_BLOCK_ROWS, Seeder};
 use crate::data::{Block, Dataset, Rows};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
-const BLOCK_ROWS: usize = 4096;
-
 /// Greedy k-means++: each new centroid is the best of `2 + ln k` candidates drawn with
 /// probability proportional to weight × squared distance to the nearest chosen centroid,
 /// "best" meaning the lowest resulting potential.
-pub fn kmeans_plus_plus(data: &Dataset, k: usize, rng: &mut Rng) -> Vec<f32> {
-    let dim = data.dim();
-    let blocks = data.blocks(BLOCK_ROWS);
+///
+/// The passes over the rows run on `seeder` (one per step, for all its candidates); this
+/// function only draws and decides, from per-block masses, so the bookkeeping costs
+/// O(blocks + block rows) per candidate.
+pub fn kmeans_plus_plus(
+    data: &Dataset,
+    seeder: &mut dyn Seeder,
+    k: usize,
+    rng: &mut Rng,
+) -> Result<Vec<f32>> {
+    let blocks = data.blocks(SEED_BLOCK_ROWS);
     let trials = 2 + (k as f64).ln() as usize;
-    let norms: Vec<f32> = data
-        .batches()
+    seeder.seed_reset()?;
+    let weights: Vec<f64> = blocks
         .iter()
-        .flat_map(|b| {
-            b.values
-                .chunks_exact(dim)
-                .map(|r| r.iter().map(|v| v * v).sum::<f32>())
+        .map(|b| {
+            let (_, w) = data.block_view(b);
+            (0..b.len).map(|r| mass(w, None, r)).sum()
         })
         .collect();
+    let target = rng.uniform() * data.total_weight();
+    let first = Picker::new(data, &blocks, &weights, None).pick(target)?;
 
-    let mut centroids = Vec::with_capacity(k * dim);
-    let first = {
-        let bm = block_masses(data, &blocks, None);
-        pick(
-            data,
-            &blocks,
-            &bm,
-            rng.uniform() * data.total_weight(),
-            None,
-        )
-    };
+    let mut centroids = Vec::with_capacity(k * data.dim());
     centroids.extend_from_slice(data.row(first));
-
-    let mut closest = vec![0.0f32; data.rows()];
-    potentials(data, &blocks, &norms, data.row(first), &mut closest, true);
-    let mut pot: f64 = block_masses(data, &blocks, Some(&closest)).iter().sum();
+    let mut masses = seeder.seed_score(data.row(first), 1)?;
+    seeder.seed_keep(0)?;
+    let mut pot = total(&masses);
 
     for _ in 1..k {
-        let bm = block_masses(data, &blocks, Some(&closest));
-        let cand: Vec<usize> = (0..trials)
-            .map(|_| {
-                let target = rng.uniform() * pot;
-                pick(data, &blocks, &bm, target, Some(&closest))
-            })
-            .collect();
+        let targets: Vec<f64> = (0..trials).map(|_| rng.uniform() * pot).collect();
+        let mut picker = Picker::new(data, &blocks, &masses, Some(&mut *seeder));
+        picker.prefetch(&targets)?;
+        let cand = targets
+            .iter()
+            .map(|&t| picker.pick(t))
+            .collect::<Result<Vec<usize>>>()?;
         let cand_rows: Vec<f32> = cand
             .iter()
             .flat_map(|&i| data.row(i).iter().copied())
             .collect();
-        let cand_pots =
-            candidate_potentials(data, &blocks, &norms, &cand_rows, cand.len(), &closest);
+        let scores = seeder.seed_score(&cand_rows, trials)?;
+        let per_cand: Vec<&[f64]> = scores.chunks_exact(blocks.len()).collect();
+        let pots: Vec<f64> = per_cand.iter().map(|m| total(m)).collect();
         let mut best = 0;
-        for (t, &p) in cand_pots.iter().enumerate() {
-            if p < cand_pots[best] {
+        for (t, &p) in pots.iter().enumerate() {
+            if p < pots[best] {
                 best = t;
             }
         }
-        let row = data.row(cand[best]);
-        potentials(data, &blocks, &norms, row, &mut closest, false);
-        pot = cand_pots[best];
-        centroids.extend_from_slice(row);
+        seeder.seed_keep(best)?;
+        masses = per_cand[best].to_vec();
+        pot = pots[best];
+        centroids.extend_from_slice(data.row(cand[best]));
     }
-    centroids
+    Ok(centroids)
 }
 
-/// Mass of a row: its weight, times its distance to the chosen centroids when given.
-fn mass(w: Option<&[f32]>, closest: Option<&[f32]>, b: &Block, r: usize) -> f64 {
-    w.map_or(1.0, |w| w[r] as f64) * closest.map_or(1.0, |c| c[b.global + r] as f64)
+/// Block masses added in block order.
+fn total(masses: &[f64]) -> f64 {
+    masses.iter().fold(0.0, |a, &m| a + m)
 }
 
-/// Total mass per block, summed in row order.
-fn block_masses(data: &Dataset, blocks: &[Block], closest: Option<&[f32]>) -> Vec<f64> {
-    blocks
-        .par_iter()
-        .map(|b| {
-            let (_, w) = data.block_view(b);
-            (0..b.len).map(|r| mass(w, closest, b, r)).sum::<f64>()
-        })
-        .collect()
+/// Mass of row `r` of a block: its weight, times its distance D when given (`d` is the
+/// block's D, `w` its weights).
+fn mass(w: Option<&[f32]>, d: Option<&[f32]>, r: usize) -> f64 {
+    w.map_or(1.0, |w| w[r] as f64) * d.map_or(1.0, |d| d[r] as f64)
 }
 
-/// The first row whose running sum of mass reaches `target` (numpy's `searchsorted`, left),
-/// clipped to the last row with positive mass.
-fn pick(
-    data: &Dataset,
-    blocks: &[Block],
-    block_mass: &[f64],
-    target: f64,
-    closest: Option<&[f32]>,
-) -> usize {
-    let mut acc = 0.0;
-    let mut last_positive = 0;
-    for (b, &m) in blocks.iter().zip(block_mass) {
-        if m <= 0.0 {
-            continue;
+/// Draws rows by mass: block masses on the host, D of a block fetched from the seeder only
+/// when a draw lands in it.
+struct Picker<'a, 's> {
+    data: &'a Dataset,
+    blocks: &'a [Block],
+    masses: &'a [f64],
+    /// `None` for the first draw, which is by weight alone.
+    seeder: Option<&'s mut dyn Seeder>,
+    fetched: HashMap<usize, Vec<f32>>,
+}
+
+/// The row a draw settles on if no row reaches the target.
+enum Last {
+    None,
+    Row(usize),
+    /// The last row with positive mass of this block.
+    InBlock(usize),
+}
+
+impl<'a, 's> Picker<'a, 's> {
+    fn new(
+        data: &'a Dataset,
+        blocks: &'a [Block],
+        masses: &'a [f64],
+        seeder: Option<&'s mut dyn Seeder>,
+    ) -> Self {
+        Picker {
+            data,
+            blocks,
+            masses,
+            seeder,
+            fetched: HashMap::new(),
         }
-        let (_, w) = data.block_view(b);
-        if acc + m >= target {
-            let mut inner = acc;
-            for r in 0..b.len {
-                let mr = mass(w, closest, b, r);
-                inner += mr;
-                if mr > 0.0 {
-                    last_positive = b.global + r;
-                    if inner >= target {
-                        return last_positive;
+    }
+
+    /// Fetches, in one call, D of every block a target falls in and of the last block with
+    /// mass (where an overshooting draw is clipped to).
+    fn prefetch(&mut self, targets: &[f64]) -> Result<()> {
+        let mut want: Vec<usize> = targets.iter().filter_map(|&t| self.locate(t)).collect();
+        want.extend(self.masses.iter().rposition(|&m| m > 0.0));
+        want.sort_unstable();
+        want.dedup();
+        self.fetch(&want)
+    }
+
+    /// The first block whose running mass reaches `target`.
+    fn locate(&self, target: f64) -> Option<usize> {
+        let mut acc = 0.0;
+        for (bi, &m) in self.masses.iter().enumerate() {
+            if m <= 0.0 {
+                continue;
+            }
+            if acc + m >= target {
+                return Some(bi);
+            }
+            acc += m;
+        }
+        None
+    }
+
+    fn fetch(&mut self, blocks: &[usize]) -> Result<()> {
+        let missing: Vec<usize> = blocks
+            .iter()
+            .copied()
+            .filter(|b| !self.fetched.contains_key(b))
+            .collect();
+        if let (Some(s), false) = (self.seeder.as_mut(), missing.is_empty()) {
+            let got = s.seed_distances(&missing)?;
+            if got.len() != missing.len() {
+                return Err(Error::Internal(
+                    "seed_distances returned too few blocks".into(),
+                ));
+            }
+            self.fetched.extend(missing.into_iter().zip(got));
+        }
+        Ok(())
+    }
+
+    /// Masses of the rows of block `bi`, in row order.
+    fn row_masses(
+        &mut self,
+        bi: usize,
+    ) -> Result<impl ExactSizeIterator<Item = f64> + DoubleEndedIterator + '_> {
+        self.fetch(&[bi])?;
+        let d = self.fetched.get(&bi).map(Vec::as_slice);
+        let (_, w) = self.data.block_view(&self.blocks[bi]);
+        Ok((0..self.blocks[bi].len).map(move |r| mass(w, d, r)))
+    }
+
+    /// The first row whose running sum of mass reaches `target` (numpy's `searchsorted`,
+    /// left), clipped to the last row with positive mass.
+    fn pick(&mut self, target: f64) -> Result<usize> {
+        let mut acc = 0.0;
+        let mut last = Last::None;
+        for bi in 0..self.blocks.len() {
+            let (m, global) = (self.masses[bi], self.blocks[bi].global);
+            if m <= 0.0 {
+                continue;
+            }
+            if acc + m >= target {
+                let mut inner = acc;
+                for (r, mr) in self.row_masses(bi)?.enumerate() {
+                    inner += mr;
+                    if mr > 0.0 {
+                        last = Last::Row(global + r);
+                        if inner >= target {
+                            return Ok(global + r);
+                        }
                     }
                 }
+            } else {
+                last = Last::InBlock(bi);
             }
-        } else if let Some(r) = (0..b.len).rev().find(|&r| mass(w, closest, b, r) > 0.0) {
-            last_positive = b.global + r;
+            acc += m;
         }
-        acc += m;
-    }
-    last_positive
-}
-
-/// Squared distances of every row to `c`; with `init` they replace `closest`, otherwise they
-/// lower it where smaller.
-fn potentials(
-    data: &Dataset,
-    blocks: &[Block],
-    norms: &[f32],
-    c: &[f32],
-    closest: &mut [f32],
-    init: bool,
-) {
-    let dim = data.dim();
-    let packed = Packed::new(c, 1, dim);
-    let cn: f32 = c.iter().map(|v| v * v).sum();
-    let mut slices = split_by_blocks(closest, blocks);
-    slices.par_iter_mut().zip(blocks).for_each(|(out, b)| {
-        let (x, _) = data.block_view(b);
-        let mut d = vec![0.0f32; b.len * packed.slots()];
-        dots(x, &packed, &mut d);
-        for r in 0..b.len {
-            let dist = (norms[b.global + r] + cn - 2.0 * d[r * packed.slots()]).max(0.0);
-            if init || dist < out[r] {
-                out[r] = dist;
+        match last {
+            Last::None => Ok(0),
+            Last::Row(i) => Ok(i),
+            Last::InBlock(bi) => {
+                let global = self.blocks[bi].global;
+                let r = self.row_masses(bi)?.rposition(|m| m > 0.0);
+                Ok(global + r.unwrap_or(0))
             }
         }
-    });
-}
-
-/// Σ w·min(closest, d(x, candidate)) for each candidate, reduced in block order.
-fn candidate_potentials(
-    data: &Dataset,
-    blocks: &[Block],
-    norms: &[f32],
-    cand_rows: &[f32],
-    n_cand: usize,
-    closest: &[f32],
-) -> Vec<f64> {
-    let dim = data.dim();
-    let packed = Packed::new(cand_rows, n_cand, dim);
-    let cn: Vec<f32> = cand_rows
-        .chunks_exact(dim)
-        .map(|c| c.iter().map(|v| v * v).sum())
-        .collect();
-    let partials: Vec<Vec<f64>> = blocks
-        .par_iter()
-        .map(|b| {
-            let (x, w) = data.block_view(b);
-            let slots = packed.slots();
-            let mut d = vec![0.0f32; b.len * slots];
-            dots(x, &packed, &mut d);
-            let mut pot = vec![0.0f64; n_cand];
-            for r in 0..b.len {
-                let wr = w.map_or(1.0, |w| w[r] as f64);
-                let cl = closest[b.global + r];
-                for (t, p) in pot.iter_mut().enumerate() {
-                    let dist = (norms[b.global + r] + cn[t] - 2.0 * d[r * slots + t]).max(0.0);
-                    *p += wr * dist.min(cl) as f64;
-                }
-            }
-            pot
-        })
-        .collect();
-    let mut total = vec![0.0f64; n_cand];
-    for p in partials {
-        for (a, b) in total.iter_mut().zip(p) {
-            *a += b;
-        }
     }
-    total
-}
-
-fn split_by_blocks<'a>(mut v: &'a mut [f32], blocks: &[Block]) -> Vec<&'a mut [f32]> {
-    let mut out = Vec::with_capacity(blocks.len());
-    for b in blocks {
-        let (head, tail) = v.split_at_mut(b.len);
-        out.push(head);
-        v = tail;
-    }
-    out
 }
 
 /// `k` distinct rows, each drawn with probability proportional to its weight (weighted sampling

@@ -92,7 +92,7 @@ pub struct KMeansResult {
     pub run_inertias: Vec<f64>,
     /// Times an empty cluster was re-seeded, over the winning run.
     pub reseeded: usize,
-    /// Seconds spent choosing initial centroids, over all runs.
+    /// Wall-clock seconds spent choosing initial centroids, over all runs.
     pub init_seconds: f64,
 }
 
@@ -176,7 +176,7 @@ pub fn fit(
     for run in 0..runs {
         let mut rng = Rng::derive(params.seed, run as u64);
         let t = std::time::Instant::now();
-        let centroids = initial_centroids(data, params, &mut rng)?;
+        let centroids = initial_centroids(data, backend, params, &mut rng)?;
         init_seconds += t.elapsed().as_secs_f64();
         let mut r = lloyd(data, backend, params, centroids, tol, run, progress)?;
         run_inertias.push(r.inertia);
@@ -198,13 +198,18 @@ pub fn fit(
 }
 
 /// The starting centroids of one run.
-fn initial_centroids(data: &dyn Rows, params: &KMeansParams, rng: &mut Rng) -> Result<Vec<f32>> {
+fn initial_centroids(
+    data: &dyn Rows,
+    backend: &mut dyn Backend,
+    params: &KMeansParams,
+    rng: &mut Rng,
+) -> Result<Vec<f32>> {
     match &params.init {
         Init::KMeansPlusPlus => {
             let d = data.in_memory().ok_or_else(|| {
                 Error::Internal("greedy k-means++ on rows that are not in memory".into())
             })?;
-            Ok(kmeans_plus_plus(d, params.k, rng))
+            kmeans_plus_plus(d, backend, params.k, rng)
         }
         Init::Random => random_rows(data, params.k, rng),
         Init::KMeansParallel => {

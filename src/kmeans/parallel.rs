@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::init::kmeans_plus_plus;
-use crate::backend::cpu::Pass;
+use crate::backend::cpu::{CpuBackend, Pass};
 use crate::data::{Dataset, Rows, slab_blocks};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -94,7 +94,9 @@ pub fn kmeans_parallel(
             .collect(),
         Some(live.iter().map(|&c| weight[c] as f32).collect()),
     );
-    Ok(kmeans_plus_plus(&pool, k, rng))
+    // Always on the CPU, so the centres do not depend on the device.
+    let mut cpu = CpuBackend::new(&pool);
+    kmeans_plus_plus(&pool, &mut cpu, k, rng)
 }
 
 /// The row at which the running weight first reaches `u` times the total.

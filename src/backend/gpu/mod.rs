@@ -17,6 +17,7 @@
 
 mod adapter;
 mod kernels;
+mod seeding;
 
 pub use adapter::{AdapterSummary, HIDE_ENV, hidden_by_env, list_adapters};
 
@@ -179,6 +180,7 @@ pub struct GpuBackend<'a> {
     readback: Growable,
     kernels: Kernels,
     stepped: bool,
+    seeding: seeding::State,
 }
 
 /// Exponent e with max_abs * 2^e < 2^62 (so rounded terms fit the 96-bit accumulators with
@@ -296,6 +298,7 @@ impl<'a> GpuBackend<'a> {
             ),
             kernels: Kernels::default(),
             stepped: false,
+            seeding: seeding::State::new(),
         };
         let resident = opts
             .max_resident_bytes
@@ -433,6 +436,22 @@ impl<'a> GpuBackend<'a> {
             self.pool = (0..2)
                 .map(|_| dev.create_buffer(&storage_desc("stream", cap)))
                 .collect();
+        }
+        Ok(())
+    }
+
+    /// Rows `start..start + rows` padded with zeros to `dp4 * 4` features, into `out`, for
+    /// passes that run only on rows held in memory (greedy k-means++).
+    fn fill_points(&self, start: usize, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        let data = self
+            .data
+            .in_memory()
+            .ok_or_else(|| Error::Internal("seeding pass over rows not in memory".into()))?;
+        let (dim, dp) = (self.dim, self.dp4 * 4);
+        out.clear();
+        out.resize(rows * dp, 0.0);
+        for (r, g) in (start..start + rows).enumerate() {
+            out[r * dp..r * dp + dim].copy_from_slice(data.row(g));
         }
         Ok(())
     }
