@@ -376,7 +376,7 @@ fn standardising_keeps_f64_resolution_of_large_values() {
     let mean = ts.iter().sum::<f64>() / n as f64;
     let sd = (ts.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
     let opts = lakemeans::io::ReadOptions::default();
-    let src = lakemeans::io::Source::open(&[input.clone()], &opts).unwrap();
+    let src = lakemeans::io::Source::open(std::slice::from_ref(&input), &opts).unwrap();
     let prepared = lakemeans::job::prepare(
         src,
         lakemeans::job::Scaling::Fit(lakemeans::prep::ScaleMethod::Standard),

@@ -195,13 +195,19 @@ impl Source {
     /// Uncompressed bytes of the `--id` and carried columns, as the footers state them: what
     /// keeping them in memory costs.
     pub fn extras_bytes(&self) -> usize {
-        let names: Vec<&String> = self.opts.ids.iter().chain(&self.opts.carry).collect();
+        let names: Vec<&str> = self
+            .opts
+            .ids
+            .iter()
+            .chain(&self.opts.carry)
+            .map(String::as_str)
+            .collect();
         let mut total = 0i64;
         for m in &self.metas {
             for g in m.metadata().row_groups() {
                 for c in g.columns() {
                     let top = c.column_path().parts().first();
-                    if top.is_some_and(|t| names.iter().any(|n| *n == t)) {
+                    if top.is_some_and(|t| names.contains(&t.as_str())) {
                         total += c.uncompressed_size();
                     }
                 }

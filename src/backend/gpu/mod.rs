@@ -786,6 +786,9 @@ struct ChunkPass<'b> {
     acc: &'b wgpu::Buffer,
 }
 
+/// What [`chunked_scan`] calls per chunk: `(chunk index, padded rows, weights)`.
+type ChunkFn<'f> = dyn FnMut(usize, &[f32], &[f32]) -> Result<()> + 'f;
+
 /// Scans `data` once and calls `f(chunk, padded_rows, weights)` for each chunk of `layout`
 /// (consecutive `(start, rows)` ranges covering every row), rows padded with zeros to `dp`
 /// values.
@@ -793,7 +796,7 @@ fn chunked_scan(
     data: &dyn Rows,
     layout: &[(usize, usize)],
     dp: usize,
-    f: &mut dyn FnMut(usize, &[f32], &[f32]) -> Result<()>,
+    f: &mut ChunkFn,
 ) -> Result<()> {
     let dim = data.dim();
     let mut ci = 0;
