@@ -231,6 +231,20 @@ fn one_pass_predict_writes_what_the_fit_wrote() {
     );
 }
 
+/// Neither spill files nor (temporary or final) outputs are left behind.
+fn assert_left_nothing(spill: &Path, outs: &Path) {
+    assert!(
+        listing(spill).is_empty(),
+        "spill files left: {:?}",
+        listing(spill)
+    );
+    assert!(
+        listing(outs).is_empty(),
+        "outputs left: {:?}",
+        listing(outs)
+    );
+}
+
 #[test]
 fn a_bad_value_in_a_late_row_group_fails_cleanly_and_leaves_no_files() {
     let dir = tmpdir();
@@ -271,16 +285,7 @@ fn a_bad_value_in_a_late_row_group_fails_cleanly_and_leaves_no_files() {
             bad_row - 2 * N / 3
         );
         assert!(e.contains(&want), "{e}");
-        assert!(
-            listing(&spill).is_empty(),
-            "spill files left: {:?}",
-            listing(&spill)
-        );
-        assert!(
-            listing(&outs).is_empty(),
-            "outputs left: {:?}",
-            listing(&outs)
-        );
+        assert_left_nothing(&spill, &outs);
     }
 }
 
@@ -336,23 +341,15 @@ fn an_interrupted_streamed_fit_removes_its_spill_and_temporary_files() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    // The shell's built-in kill: no procps needed.
+    let kill = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status()
         .unwrap();
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(
-        listing(&spill).is_empty(),
-        "spill files left: {:?}",
-        listing(&spill)
-    );
-    assert!(
-        listing(&outs).is_empty(),
-        "outputs left: {:?}",
-        listing(&outs)
-    );
+    assert_left_nothing(&spill, &outs);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use super::profile::{
 use super::progress::Bar;
 use crate::error::{Error, Result};
 use crate::io::{ReadOptions, check_target, read_table};
-use crate::job::{self, FitJob, InitChoice, Mode, Prepare};
+use crate::job::{self, FitJob, InitChoice, Mode};
 use crate::kmeans::KMeansParams;
 use crate::report::{FitSummary, Seconds};
 
@@ -45,11 +45,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         },
         device: a.run.device,
         adapter: a.run.adapter.clone(),
-        prepare: Prepare {
-            budget: a.memory.budget(),
-            spill_dir: a.memory.spill_dir.clone(),
-            extras: true,
-        },
+        prepare: a.memory.prepare(),
         output: a.output.clone(),
         centroids: a.centroids.clone(),
         model: a.model.clone(),

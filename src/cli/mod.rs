@@ -216,6 +216,15 @@ impl MemoryArgs {
         self.memory_budget
             .unwrap_or_else(crate::job::default_budget)
     }
+
+    /// How a job prepares its rows under these flags (id columns kept for the outputs).
+    pub fn prepare(&self) -> crate::job::Prepare {
+        crate::job::Prepare {
+            budget: self.budget(),
+            spill_dir: self.spill_dir.clone(),
+            extras: true,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

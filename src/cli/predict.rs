@@ -3,7 +3,7 @@
 use super::PredictArgs;
 use crate::error::{Error, Result};
 use crate::io::ReadOptions;
-use crate::job::{self, PredictJob, Prepare};
+use crate::job::{self, PredictJob};
 use crate::model::Model;
 
 pub fn run(a: &PredictArgs) -> Result<()> {
@@ -20,11 +20,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
         model,
         device: a.run.device,
         adapter: a.run.adapter.clone(),
-        prepare: Prepare {
-            budget: a.memory.budget(),
-            spill_dir: a.memory.spill_dir.clone(),
-            extras: true,
-        },
+        prepare: a.memory.prepare(),
         output: a.output.clone(),
     };
     let summary = job::predict(&job)?;
