@@ -2,8 +2,6 @@
 
 use serde::Serialize;
 
-use crate::backend::DeviceInfo;
-
 /// Wall-clock seconds per phase.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Seconds {
@@ -86,10 +84,6 @@ pub struct PredictSummary {
     pub mode: crate::job::Mode,
     pub passes: usize,
     pub seconds: Seconds,
-}
-
-pub fn device_fields(info: &DeviceInfo) -> (String, String) {
-    (info.kind.clone(), info.name.clone())
 }
 
 impl FitSummary {

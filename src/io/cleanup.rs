@@ -48,10 +48,6 @@ impl Tracked {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The directory the file lives in.
     pub fn dir(&self) -> PathBuf {
         self.path

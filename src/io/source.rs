@@ -188,10 +188,6 @@ impl Source {
         self.opts.weight.is_some()
     }
 
-    pub fn options(&self) -> &ReadOptions {
-        &self.opts
-    }
-
     /// Uncompressed bytes of the `--id` and carried columns, as the footers state them: what
     /// keeping them in memory costs.
     pub fn extras_bytes(&self) -> usize {
