@@ -8,6 +8,11 @@
 // of dot products. After each centroid tile the thread folds its RN scores into a running
 // (best score, index) per row, so the n x k score matrix never reaches memory.
 //
+// The register tile is written out by the host as scalar variables (the `$` blocks below), so
+// it lives in registers whatever the driver's compiler decides about unrolling arrays; each
+// thread then issues RM + RN vec4 loads from workgroup memory per 4 * RM * RN fused
+// multiply-adds.
+//
 // Ties go to the lowest centroid index: every thread scans its centroids in increasing index
 // order with a strict `<`, and the cross-thread merge breaks equal scores by index.
 //
@@ -19,11 +24,9 @@
 const DP4: u32 = $DP4u;  // row length in vec4 (d padded with zeros to a multiple of 4)
 const TX: u32 = $TXu;    // threads across centroids
 const TY: u32 = $TYu;    // threads across rows
-const RM: u32 = $RMu;    // rows per thread
-const RN: u32 = $RNu;    // centroids per thread per tile
 const KC: u32 = $KCu;    // vec4 columns staged per step
-const BM: u32 = TY * RM; // rows per workgroup (a power of two: the inertia tree needs it)
-const BN: u32 = TX * RN; // centroids per tile
+const BM: u32 = $BMu;    // rows per workgroup, TY * RM (a power of two: the inertia tree needs it)
+const BN: u32 = $BNu;    // centroids per tile, TX * RN
 const THREADS: u32 = TX * TY;
 // Staged tiles are stored column-major, [column][row], with one spare vec4 per column: the
 // inner loop then reads consecutive vec4s across lanes, and the row-major staging writes hit
@@ -53,11 +56,16 @@ struct Params {
 
 var<workgroup> xs: array<vec4<f32>, XS * KC>;
 var<workgroup> cs: array<vec4<f32>, CS * KC>;
-var<workgroup> red_s: array<f32, BM * TX>;
-var<workgroup> red_i: array<u32, BM * TX>;
-var<workgroup> win: array<u32, BM>;
+var<workgroup> win_s: array<f32, BM>;
+var<workgroup> win_i: array<u32, BM>;
 var<workgroup> rowsum: array<f32, BM>;
 var<workgroup> nchanged: atomic<u32>;
+
+// Keeps (s, i) in (best score, index) when it is better: a lower score, or an equal one with a
+// lower index.
+fn better(s: f32, i: u32, bs: f32, bi: u32) -> bool {
+    return s < bs || (s == bs && i < bi);
+}
 
 @compute @workgroup_size(TX, TY, 1)
 fn main(
@@ -68,23 +76,23 @@ fn main(
     let tx = lid.x;
     let ty = lid.y;
     let row0 = wid.x * BM;
+    let inf = bitcast<f32>(0x7f800000u);
     if (li == 0u) {
         atomicStore(&nchanged, 0u);
     }
-
-    var best_s: array<f32, RM>;
-    var best_i: array<u32, RM>;
-    for (var i = 0u; i < RM; i++) {
-        best_s[i] = bitcast<f32>(0x7f800000u); // +inf
-        best_i[i] = NO_INDEX;
+    if (li < BM) {
+        win_s[li] = inf;
+        win_i[li] = NO_INDEX;
     }
 
+    // Per row i of this thread: best score bs_i and its centroid bi_i.
+$BEST
     let ntiles = (p.k + BN - 1u) / BN;
     for (var t = 0u; t < ntiles; t++) {
         let c0 = t * BN;
-        // acc[i][j] = x_(row ty + i*TY) . c_(c0 + tx + j*TX); rows and centroids are
-        // interleaved across threads so neighbouring threads read neighbouring tile entries.
-        var acc: array<array<f32, RN>, RM>;
+        // a_i_j = x_(row ty + i*TY) . c_(c0 + tx + j*TX); rows and centroids are interleaved
+        // across threads so neighbouring threads read neighbouring tile entries.
+$ZERO
         for (var st = 0u; st < STAGES; st++) {
             let col0 = st * KC;
             for (var e = li; e < BM * KC; e += THREADS) {
@@ -111,66 +119,35 @@ fn main(
             }
             workgroupBarrier();
             for (var q = 0u; q < KC; q++) {
-                var xv: array<vec4<f32>, RM>;
-                for (var i = 0u; i < RM; i++) {
-                    xv[i] = xs[q * XS + ty + i * TY];
-                }
-                for (var j = 0u; j < RN; j++) {
-                    let cv = cs[q * CS + tx + j * TX];
-                    for (var i = 0u; i < RM; i++) {
-                        acc[i][j] += dot(xv[i], cv);
-                    }
-                }
+                let xb = q * XS + ty;
+                let cb = q * CS + tx;
+$MAC
             }
             workgroupBarrier();
         }
-        for (var j = 0u; j < RN; j++) {
-            let ci = c0 + tx + j * TX;
-            if (ci < p.k) {
-                let cn = cnorm[ci];
-                for (var i = 0u; i < RM; i++) {
-                    let s = cn - 2.0 * acc[i][j];
-                    if (s < best_s[i]) {
-                        best_s[i] = s;
-                        best_i[i] = ci;
-                    }
-                }
-            }
-        }
+$FOLD
     }
 
-    // Merge the TX partial winners of each row in a fixed order, lowest index on equal scores.
-    for (var i = 0u; i < RM; i++) {
-        let r = ty + i * TY;
-        red_s[r * TX + tx] = best_s[i];
-        red_i[r * TX + tx] = best_i[i];
-    }
+    // Merge the TX partial winners of each row; the rule in `better` makes the result
+    // independent of the merge order.
     workgroupBarrier();
-    if (li < BM) {
-        var bs = red_s[li * TX];
-        var bi = red_i[li * TX];
-        for (var t = 1u; t < TX; t++) {
-            let s = red_s[li * TX + t];
-            let ii = red_i[li * TX + t];
-            if (s < bs || (s == bs && ii < bi)) {
-                bs = s;
-                bi = ii;
-            }
+    for (var m = 0u; m < TX; m++) {
+        if (tx == m) {
+$MERGE
         }
-        // Only reachable when every score is NaN or +inf (non-finite input).
-        if (bi >= p.k) {
-            bi = 0u;
-        }
-        win[li] = bi;
+        workgroupBarrier();
     }
-    workgroupBarrier();
 
     // Exact distance of each row to its winner, the label bookkeeping, and w * dist.
     if (li < BM) {
         let row = row0 + li;
         var wd = 0.0;
         if (row < p.rows) {
-            let b = win[li];
+            var b = win_i[li];
+            // Only reachable when every score is NaN or +inf (non-finite input).
+            if (b >= p.k) {
+                b = 0u;
+            }
             var d = 0.0;
             for (var q = 0u; q < DP4; q++) {
                 let df = x[row * DP4 + q] - cent[b * DP4 + q];

@@ -50,6 +50,10 @@ pub struct BenchResult {
     /// 2·n·k·d floating-point operations per iteration over the time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gflops: Option<f64>,
+    /// Seconds of an assignment-only pass (no centroid sums), median of the timed ones: with
+    /// `seconds_per_iter` it splits an iteration into its assign and update kernels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assign_seconds: Option<f64>,
     /// Seconds to copy the feature matrix with every thread (median of three), with `copy`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy_seconds: Option<f64>,
@@ -104,6 +108,7 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchResult)) -> Result<Ve
                 seconds_per_iter: None,
                 points_per_second: None,
                 gflops: None,
+                assign_seconds: None,
                 copy_seconds: None,
                 copy_gb_per_s: None,
                 skipped: Some(why),
@@ -133,14 +138,18 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchResult)) -> Result<Ve
             .flat_map(|j| data.row(j * (n / k)).to_vec())
             .collect();
         be.step(&centroids, k, true)?;
-        let mut times = Vec::with_capacity(cfg.iterations);
-        for _ in 0..cfg.iterations.max(1) {
-            let t = Instant::now();
-            be.step(&centroids, k, true)?;
-            times.push(t.elapsed().as_secs_f64());
-        }
-        times.sort_by(f64::total_cmp);
-        let t = times[times.len() / 2];
+        let median = |be: &mut Box<dyn backend::Backend + '_>, update: bool| -> Result<f64> {
+            let mut times = Vec::with_capacity(cfg.iterations.max(1));
+            for _ in 0..cfg.iterations.max(1) {
+                let t = Instant::now();
+                be.step(&centroids, k, update)?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            Ok(times[times.len() / 2])
+        };
+        let t = median(&mut be, true)?;
+        let assign = median(&mut be, false)?;
         let info = be.info();
         drop(be);
         let copy = cfg.copy.then(|| copy_seconds(data, cfg.iterations.max(1)));
@@ -155,6 +164,7 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchResult)) -> Result<Ve
             seconds_per_iter: Some(t),
             points_per_second: Some(n as f64 / t),
             gflops: Some(gflops),
+            assign_seconds: Some(assign),
             copy_seconds: copy,
             copy_gb_per_s: copy.map(|c| 2.0 * (n * d * 4) as f64 / c / 1e9),
             skipped: None,

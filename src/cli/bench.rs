@@ -95,8 +95,12 @@ fn line(r: &BenchResult) -> String {
                 (Some(c), Some(bw)) => format!("  copy {c:.5} s ({bw:.1} GB/s)"),
                 _ => String::new(),
             };
+            let assign = r
+                .assign_seconds
+                .map(|a| format!("  assign only {a:.5} s"))
+                .unwrap_or_default();
             format!(
-                "{:>10} {:>5} {:>6}  {:>12.5} {:>14.3e} {:>9.1}  {} ({}){copy}",
+                "{:>10} {:>5} {:>6}  {:>12.5} {:>14.3e} {:>9.1}  {} ({}){assign}{copy}",
                 r.rows, r.dims, r.k, t, p, g, r.device, r.adapter
             )
         }

@@ -9,11 +9,13 @@ const REDUCE_WGSL: &str = include_str!("../../../shaders/reduce.wgsl");
 
 /// Rows per assign workgroup. Fixed for every shape so that chunk boundaries (multiples of it)
 /// never change which rows a workgroup sums, keeping inertia identical across chunkings.
-pub const ROWS_PER_TILE: usize = 64;
+pub const ROWS_PER_TILE: usize = 128;
 /// Threads of the update and reduce kernels.
 pub const THREADS: usize = 256;
 /// Number of (sum, compensation) pairs the reduce kernel writes.
 pub const REDUCE_SLOTS: usize = THREADS;
+/// Most vec4 columns staged per step: beyond this the staging buffers cost occupancy.
+const MAX_KC: usize = 8;
 
 /// Thread grid and register tile of the assign kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,25 +30,26 @@ pub struct AssignShape {
 
 impl AssignShape {
     /// Picks the tile for rows of `dp4` vec4s against `k` centroids within `wg_bytes` of
-    /// workgroup memory. Every shape has 256 threads and 64 rows per workgroup; small k uses
-    /// narrow centroid tiles so few lanes idle, large k a 4 x 4 register tile for reuse.
+    /// workgroup memory. Every shape has 256 threads and 128 rows per workgroup; small k uses
+    /// narrow centroid tiles so few lanes idle, large k an 8 x 8 register tile, which loads 16
+    /// vec4s from workgroup memory per 256 multiply-adds.
     pub fn choose(dp4: usize, k: usize, wg_bytes: u32) -> AssignShape {
         let (tx, ty, rm, rn) = if k <= 4 {
-            (4, 64, 1, 1)
+            (4, 64, 2, 1)
         } else if k <= 8 {
-            (4, 64, 1, 2)
+            (4, 64, 2, 2)
         } else if k <= 32 {
-            (8, 32, 2, 4)
+            (8, 32, 4, 4)
+        } else if k <= 64 {
+            (16, 16, 8, 4)
         } else {
-            (16, 16, 4, 4)
+            (16, 16, 8, 8)
         };
         let bm = ty * rm;
         let bn = tx * rn;
-        // Fixed workgroup memory: merge arrays, winners, row sums, the counter.
-        let fixed = bm * tx * 8 + bm * 4 + bm * 4 + 16;
-        let per_col = (bm + bn + 2) * 16;
-        let room = (wg_bytes as usize).saturating_sub(fixed) / per_col;
-        let kc_max = room.clamp(1, 16);
+        let room =
+            (wg_bytes as usize).saturating_sub(Self::fixed_bytes(bm)) / Self::column_bytes(bm, bn);
+        let kc_max = room.clamp(1, MAX_KC);
         let dp4 = dp4.max(1);
         let stages = dp4.div_ceil(kc_max);
         let kc = dp4.div_ceil(stages);
@@ -60,14 +63,74 @@ impl AssignShape {
         }
     }
 
+    /// Workgroup memory besides the staged tiles: winners (score, index), row sums, counter.
+    fn fixed_bytes(bm: usize) -> usize {
+        bm * 12 + 16
+    }
+
+    /// Workgroup memory per staged vec4 column: both tiles plus their spare entries.
+    fn column_bytes(bm: usize, bn: usize) -> usize {
+        (bm + bn + 2) * 16
+    }
+
+    /// Workgroup memory this shape uses.
+    #[cfg(test)]
+    fn workgroup_bytes(&self) -> usize {
+        let (bm, bn) = ((self.ty * self.rm) as usize, (self.tx * self.rn) as usize);
+        Self::fixed_bytes(bm) + Self::column_bytes(bm, bn) * self.kc as usize
+    }
+
     pub fn source(&self) -> String {
+        let (rm, rn) = (self.rm as usize, self.rn as usize);
+        let mut best = String::new();
+        let mut zero = String::new();
+        let mut mac = String::new();
+        let mut fold = String::new();
+        let mut merge = String::new();
+        for i in 0..rm {
+            best += &format!("    var bs{i} = inf;\n    var bi{i} = NO_INDEX;\n");
+            mac += &format!("                let x{i} = xs[xb + {i}u * TY];\n");
+            merge += &format!(
+                "            if (better(bs{i}, bi{i}, win_s[ty + {i}u * TY], win_i[ty + {i}u * TY])) {{\n\
+                 \x20               win_s[ty + {i}u * TY] = bs{i};\n\
+                 \x20               win_i[ty + {i}u * TY] = bi{i};\n\
+                 \x20           }}\n"
+            );
+        }
+        for j in 0..rn {
+            mac += &format!("                let c{j} = cs[cb + {j}u * TX];\n");
+            fold += &format!(
+                "        {{\n            let ci = c0 + tx + {j}u * TX;\n            if (ci < p.k) {{\n\
+                 \x20               let cn = cnorm[ci];\n"
+            );
+            for i in 0..rm {
+                zero += &format!("        var a{i}_{j} = 0.0;\n");
+                mac += &format!(
+                    "                a{i}_{j} = fma(x{i}.w, c{j}.w, fma(x{i}.z, c{j}.z, \
+                     fma(x{i}.y, c{j}.y, fma(x{i}.x, c{j}.x, a{i}_{j}))));\n"
+                );
+                fold += &format!(
+                    "                let s{i} = cn - 2.0 * a{i}_{j};\n\
+                     \x20               if (s{i} < bs{i}) {{\n\
+                     \x20                   bs{i} = s{i};\n\
+                     \x20                   bi{i} = ci;\n\
+                     \x20               }}\n"
+                );
+            }
+            fold += "            }\n        }\n";
+        }
         ASSIGN_WGSL
             .replace("$DP4", &self.dp4.to_string())
             .replace("$TX", &self.tx.to_string())
             .replace("$TY", &self.ty.to_string())
-            .replace("$RM", &self.rm.to_string())
-            .replace("$RN", &self.rn.to_string())
             .replace("$KC", &self.kc.to_string())
+            .replace("$BM", &(self.ty * self.rm).to_string())
+            .replace("$BN", &(self.tx * self.rn).to_string())
+            .replace("$BEST\n", &best)
+            .replace("$ZERO\n", &zero)
+            .replace("$MAC\n", &mac)
+            .replace("$FOLD\n", &fold)
+            .replace("$MERGE\n", &merge)
     }
 }
 
@@ -133,10 +196,35 @@ pub fn build(device: &wgpu::Device, label: &str, source: String) -> wgpu::Comput
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
     });
+    pipeline(device, label, &module)
+}
+
+/// Like [`build`], without the index clamps and loop counters that wgpu otherwise adds: in the
+/// assign and update kernels they cost as much as the arithmetic, and every index there is in
+/// range by construction (rows are checked against `rows`, centroids against `k`, labels are
+/// below `k`, and workgroup arrays are indexed within their constant sizes).
+fn build_unchecked(device: &wgpu::Device, label: &str, source: String) -> wgpu::ComputePipeline {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    };
+    // SAFETY: the kernels built here index only within their bindings, as argued above, and
+    // their loops all have bounds fixed at dispatch; the lavapipe tests run them in every CI.
+    let module = unsafe {
+        device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+    };
+    pipeline(device, label, &module)
+}
+
+fn pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    module: &wgpu::ShaderModule,
+) -> wgpu::ComputePipeline {
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(label),
         layout: None,
-        module: &module,
+        module,
         entry_point: Some("main"),
         compilation_options: wgpu::PipelineCompilationOptions {
             constants: &[],
@@ -152,13 +240,13 @@ impl Kernels {
     pub fn assign(&mut self, device: &wgpu::Device, s: AssignShape) -> &wgpu::ComputePipeline {
         self.assign
             .entry(s)
-            .or_insert_with(|| build(device, "lakemeans assign", s.source()))
+            .or_insert_with(|| build_unchecked(device, "lakemeans assign", s.source()))
     }
 
     pub fn update(&mut self, device: &wgpu::Device, s: UpdateShape) -> &wgpu::ComputePipeline {
         self.update
             .entry(s)
-            .or_insert_with(|| build(device, "lakemeans update", s.source()))
+            .or_insert_with(|| build_unchecked(device, "lakemeans update", s.source()))
     }
 
     pub fn reduce(&mut self, device: &wgpu::Device) -> &wgpu::ComputePipeline {
@@ -180,19 +268,34 @@ mod tests {
 
     #[test]
     fn shapes_fit_the_smallest_workgroup_memory() {
-        for dp4 in [1, 2, 3, 9, 33, 75, 1000] {
-            for k in [1, 4, 5, 8, 9, 32, 33, 5000] {
+        for dp4 in [1, 2, 3, 9, 33, 64, 75, 1000] {
+            for k in [1, 4, 5, 8, 9, 32, 33, 64, 65, 5000] {
                 let s = AssignShape::choose(dp4, k, 16384);
-                let bm = (s.ty * s.rm) as usize;
-                let bn = (s.tx * s.rn) as usize;
-                assert_eq!(bm, ROWS_PER_TILE);
+                assert_eq!((s.ty * s.rm) as usize, ROWS_PER_TILE);
                 assert_eq!(s.tx * s.ty, 256);
-                let bytes =
-                    (bm + bn + 2) * s.kc as usize * 16 + bm * s.tx as usize * 8 + bm * 8 + 16;
+                let bn = (s.tx * s.rn) as usize;
+                let bytes = (ROWS_PER_TILE + bn + 2) * s.kc as usize * 16 + ROWS_PER_TILE * 12 + 16;
+                assert_eq!(bytes, s.workgroup_bytes());
                 assert!(bytes <= 16384, "{s:?} needs {bytes}");
-                assert!(s.kc >= 1 && s.kc as usize <= dp4);
+                assert!(s.kc >= 1 && s.kc as usize <= dp4.min(MAX_KC));
             }
         }
+    }
+
+    #[test]
+    fn register_tile_is_written_out_in_full() {
+        let s = AssignShape::choose(64, 20000, 49152);
+        assert_eq!((s.rm, s.rn, s.kc), (8, 8, 8));
+        let src = s.source();
+        for i in 0..8 {
+            assert!(src.contains(&format!("let x{i} = xs[xb + {i}u * TY];")));
+            assert!(src.contains(&format!("var bs{i} = inf;")));
+            for j in 0..8 {
+                assert!(src.contains(&format!("var a{i}_{j} = 0.0;")));
+                assert!(src.contains(&format!("fma(x{i}.x, c{j}.x, a{i}_{j})")));
+            }
+        }
+        assert!(!src.contains("a8_0") && !src.contains('$'));
     }
 
     #[test]
@@ -200,7 +303,7 @@ mod tests {
         let a = AssignShape::choose(3, 7, 32768).source();
         let u = UpdateShape::choose(3, 7, 32768).source();
         for name in [
-            "$DP4", "$TX", "$TY", "$RM", "$RN", "$KC", "$SHARED", "$COLS",
+            "$DP4", "$TX", "$TY", "$BM", "$BN", "$KC", "$SHARED", "$COLS",
         ] {
             assert!(!a.contains(&format!("{name}u")) && !u.contains(&format!("{name}u")));
         }
