@@ -6,6 +6,17 @@ use std::collections::HashMap;
 const ASSIGN_WGSL: &str = include_str!("../../../shaders/assign.wgsl");
 const UPDATE_WGSL: &str = include_str!("../../../shaders/update.wgsl");
 const REDUCE_WGSL: &str = include_str!("../../../shaders/reduce.wgsl");
+const FIXED96_WGSL: &str = include_str!("../../../shaders/fixed96.wgsl");
+const SORTED_WGSL: &str = include_str!("../../../shaders/update_sorted.wgsl");
+const BUCKET_COUNT_WGSL: &str = include_str!("../../../shaders/bucket_count.wgsl");
+const BUCKET_SCAN_WGSL: &str = include_str!("../../../shaders/bucket_scan.wgsl");
+const BUCKET_SCATTER_WGSL: &str = include_str!("../../../shaders/bucket_scatter.wgsl");
+/// Threads of the sorted update kernel (update_sorted.wgsl).
+const SORTED_THREADS: usize = 64;
+/// Entries of the sorted row list each sorted-update workgroup sums.
+pub const SORTED_SPAN: usize = 256;
+/// Threads of the bucket count and scatter kernels, one row each.
+pub const BUCKET_THREADS: usize = 256;
 
 /// Rows per assign workgroup. Fixed for every shape so that chunk boundaries (multiples of it)
 /// never change which rows a workgroup sums, keeping inertia identical across chunkings.
@@ -170,12 +181,35 @@ impl UpdateShape {
         (self.dp4 as usize).div_ceil(self.cols as usize)
     }
 
+    /// Whether the sums go through the sorted update (update_sorted.wgsl) rather than
+    /// atomics per term: when not even one vec4 column per cluster fits workgroup memory.
+    pub fn sorted(&self) -> bool {
+        self.shared == 0
+    }
+
     pub fn source(&self) -> String {
-        UPDATE_WGSL
+        format!("{FIXED96_WGSL}\n{UPDATE_WGSL}")
             .replace("$DP4", &self.dp4.to_string())
             .replace("$SHARED", &self.shared.to_string())
             .replace("$COLS", &self.cols.to_string())
     }
+}
+
+/// The sorted update kernel for rows of `dp4` vec4s.
+fn sorted_source(dp4: u32) -> String {
+    let cw = (dp4 as usize).min(SORTED_THREADS);
+    format!("{FIXED96_WGSL}\n{SORTED_WGSL}")
+        .replace("$DP4", &dp4.to_string())
+        .replace("$CW", &cw.to_string())
+        .replace("$RL", &(SORTED_THREADS / cw).to_string())
+}
+
+/// The three kernels that list a chunk's rows cluster by cluster.
+#[derive(Debug, Clone, Copy)]
+pub enum BucketStep {
+    Count,
+    Scan,
+    Scatter,
 }
 
 /// Accumulator entries (three u32 words each): sums, then weights, then counts.
@@ -188,6 +222,8 @@ pub fn accumulator_entries(dp4: usize, k: usize) -> usize {
 pub struct Kernels {
     assign: HashMap<AssignShape, wgpu::ComputePipeline>,
     update: HashMap<UpdateShape, wgpu::ComputePipeline>,
+    sorted: HashMap<u32, wgpu::ComputePipeline>,
+    buckets: Option<[wgpu::ComputePipeline; 3]>,
     reduce: Option<wgpu::ComputePipeline>,
 }
 
@@ -249,6 +285,35 @@ impl Kernels {
             .or_insert_with(|| build_unchecked(device, "lakemeans update", s.source()))
     }
 
+    pub fn sorted(&mut self, device: &wgpu::Device, dp4: u32) -> &wgpu::ComputePipeline {
+        self.sorted.entry(dp4).or_insert_with(|| {
+            build_unchecked(device, "lakemeans sorted update", sorted_source(dp4))
+        })
+    }
+
+    pub fn bucket(&mut self, device: &wgpu::Device, step: BucketStep) -> &wgpu::ComputePipeline {
+        let all = self.buckets.get_or_insert_with(|| {
+            [
+                build_unchecked(
+                    device,
+                    "lakemeans bucket count",
+                    BUCKET_COUNT_WGSL.to_string(),
+                ),
+                build_unchecked(
+                    device,
+                    "lakemeans bucket scan",
+                    BUCKET_SCAN_WGSL.to_string(),
+                ),
+                build_unchecked(
+                    device,
+                    "lakemeans bucket scatter",
+                    BUCKET_SCATTER_WGSL.to_string(),
+                ),
+            ]
+        });
+        &all[step as usize]
+    }
+
     pub fn reduce(&mut self, device: &wgpu::Device) -> &wgpu::ComputePipeline {
         self.reduce
             .get_or_insert_with(|| build(device, "lakemeans reduce", REDUCE_WGSL.to_string()))
@@ -258,6 +323,8 @@ impl Kernels {
     pub fn clear(&mut self) {
         self.assign.clear();
         self.update.clear();
+        self.sorted.clear();
+        self.buckets = None;
         self.reduce = None;
     }
 }
@@ -302,6 +369,9 @@ mod tests {
     fn sources_have_no_placeholders_left() {
         let a = AssignShape::choose(3, 7, 32768).source();
         let u = UpdateShape::choose(3, 7, 32768).source();
+        let o = sorted_source(3);
+        assert!(o.contains("const CW: u32 = 3u;") && o.contains("const RL: u32 = 21u;"));
+        assert!(!o.contains('$') && o.contains("fn add96"));
         for name in [
             "$DP4", "$TX", "$TY", "$BM", "$BN", "$KC", "$SHARED", "$COLS",
         ] {

@@ -30,7 +30,10 @@ use bytemuck::{Pod, Zeroable};
 use super::{Assignment, Backend, DeviceInfo, FarPoint, Step};
 use crate::data::Rows;
 use crate::error::{Error, Result};
-use kernels::{AssignShape, Kernels, REDUCE_SLOTS, ROWS_PER_TILE, UpdateShape};
+use kernels::{
+    AssignShape, BUCKET_THREADS, BucketStep, Kernels, REDUCE_SLOTS, ROWS_PER_TILE, SORTED_SPAN,
+    UpdateShape,
+};
 
 /// Caps the rows of one chunk, to exercise the chunked path on small data.
 pub const MAX_CHUNK_ROWS_ENV: &str = "LAKEMEANS_GPU_MAX_CHUNK_ROWS";
@@ -177,6 +180,8 @@ pub struct GpuBackend<'a> {
     centroids: Growable,
     cnorm: Growable,
     acc: Growable,
+    buckets: Growable,
+    order: Growable,
     readback: Growable,
     kernels: Kernels,
     stepped: bool,
@@ -292,6 +297,8 @@ impl<'a> GpuBackend<'a> {
             centroids: Growable::new("centroids", storage_in()),
             cnorm: Growable::new("centroid norms", storage_in()),
             acc: Growable::new("accumulators", storage_in() | wgpu::BufferUsages::COPY_SRC),
+            buckets: Growable::new("cluster buckets", storage_in()),
+            order: Growable::new("rows by cluster", storage_in()),
             readback: Growable::new(
                 "readback",
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -522,6 +529,8 @@ impl<'a> GpuBackend<'a> {
         let pipe = match pipeline {
             Pipe::Assign(s) => self.kernels.assign(&self.device, s),
             Pipe::Update(s) => self.kernels.update(&self.device, s),
+            Pipe::Sorted(dp4) => self.kernels.sorted(&self.device, dp4),
+            Pipe::Bucket(step) => self.kernels.bucket(&self.device, step),
             Pipe::Reduce => self.kernels.reduce(&self.device),
         };
         let layout = pipe.get_bind_group_layout(0);
@@ -581,6 +590,15 @@ impl<'a> GpuBackend<'a> {
         let base_rows = if ushape.shared > 0 { 4096 } else { 1024 };
         let wscale = 2f32.powi(self.wscale_exp);
         let first = !self.stepped;
+        let sorted = if update && ushape.sorted() {
+            let longest = self.chunks.iter().map(|c| c.rows).max().unwrap_or(0);
+            Some((
+                self.buckets.get(&dev, (k * 4) as u64).clone(),
+                self.order.get(&dev, (longest * 4) as u64).clone(),
+            ))
+        } else {
+            None
+        };
 
         let mut enc = dev.create_command_encoder(&Default::default());
         enc.clear_buffer(&self.changed, 0, None);
@@ -599,6 +617,7 @@ impl<'a> GpuBackend<'a> {
             cbuf: &cbuf,
             nbuf: &nbuf,
             acc: &acc,
+            sorted: sorted.as_ref().map(|(b, o)| (b, o)),
         };
         if self.pool.is_empty() {
             for ci in 0..self.chunks.len() {
@@ -713,24 +732,57 @@ impl<'a> GpuBackend<'a> {
             &self.changed.clone(),
         ];
         self.pass(enc, Pipe::Assign(x.ashape), &binds, groups);
-        if x.update {
-            let slices = x.ushape.slices();
-            let rpw = x.base_rows.max(rows.div_ceil(x.max_groups / slices));
+        if !x.update {
+            return;
+        }
+        if let Some((buckets, order)) = x.sorted {
             let params = UpdateParams {
                 rows: rows as u32,
                 k: x.k as u32,
-                rows_per_wg: rpw as u32,
+                rows_per_wg: SORTED_SPAN as u32,
                 wscale: x.wscale,
             };
             self.queue.write_buffer(&up, 0, bytemuck::bytes_of(&params));
-            let binds = [&up, points, &weights, &labels, &self.scale.clone(), x.acc];
+            enc.clear_buffer(buckets, 0, None);
+            let per_row = rows.div_ceil(BUCKET_THREADS) as u32;
             self.pass(
                 enc,
-                Pipe::Update(x.ushape),
-                &binds,
-                (rows.div_ceil(rpw) * slices) as u32,
+                Pipe::Bucket(BucketStep::Count),
+                &[&up, &labels, buckets],
+                per_row,
             );
+            self.pass(enc, Pipe::Bucket(BucketStep::Scan), &[&up, buckets], 1);
+            let binds = [&up, &labels, buckets, order];
+            self.pass(enc, Pipe::Bucket(BucketStep::Scatter), &binds, per_row);
+            let binds = [
+                &up,
+                points,
+                &weights,
+                &labels,
+                &self.scale.clone(),
+                order,
+                x.acc,
+            ];
+            let groups = rows.div_ceil(SORTED_SPAN) as u32;
+            self.pass(enc, Pipe::Sorted(x.ushape.dp4), &binds, groups);
+            return;
         }
+        let slices = x.ushape.slices();
+        let rpw = x.base_rows.max(rows.div_ceil(x.max_groups / slices));
+        let params = UpdateParams {
+            rows: rows as u32,
+            k: x.k as u32,
+            rows_per_wg: rpw as u32,
+            wscale: x.wscale,
+        };
+        self.queue.write_buffer(&up, 0, bytemuck::bytes_of(&params));
+        let binds = [&up, points, &weights, &labels, &self.scale.clone(), x.acc];
+        self.pass(
+            enc,
+            Pipe::Update(x.ushape),
+            &binds,
+            (rows.div_ceil(rpw) * slices) as u32,
+        );
     }
 
     /// Compiles a WGSL compute shader (entry point `main`) the way the kernels are compiled,
@@ -784,6 +836,8 @@ struct ChunkPass<'b> {
     cbuf: &'b wgpu::Buffer,
     nbuf: &'b wgpu::Buffer,
     acc: &'b wgpu::Buffer,
+    /// Per-cluster counters and the row list of the sorted update, when it runs.
+    sorted: Option<(&'b wgpu::Buffer, &'b wgpu::Buffer)>,
 }
 
 /// What [`chunked_scan`] calls per chunk: `(chunk index, padded rows, weights)`.
@@ -836,6 +890,8 @@ fn chunked_scan(
 enum Pipe {
     Assign(AssignShape),
     Update(UpdateShape),
+    Sorted(u32),
+    Bucket(BucketStep),
     Reduce,
 }
 
