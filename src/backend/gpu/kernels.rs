@@ -183,6 +183,8 @@ impl UpdateShape {
 
     /// Whether the sums go through the sorted update (update_sorted.wgsl) rather than
     /// atomics per term: when not even one vec4 column per cluster fits workgroup memory.
+    /// Measured on an H100 at 20M x 32, k = 256 (three column slices), the sliced
+    /// workgroup-private sums beat the sorted update (30 ms against 39 ms per iteration).
     pub fn sorted(&self) -> bool {
         self.shared == 0
     }

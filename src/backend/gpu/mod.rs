@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
+use rayon::prelude::*;
 
 use super::{Assignment, Backend, DeviceInfo, FarPoint, Step};
 use crate::data::Rows;
@@ -503,20 +504,35 @@ impl<'a> GpuBackend<'a> {
 
     /// Maps the first `bytes` of the readback buffer and copies them out as u32 words.
     fn read_back(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u32>> {
+        self.read_back_with(buf, bytes, <[u32]>::to_vec)
+    }
+
+    /// Maps the first `bytes` of `buf` and hands its words to `f`, with no copy: large
+    /// accumulator sets are decoded straight from the mapping.
+    fn read_back_with<R>(
+        &self,
+        buf: &wgpu::Buffer,
+        bytes: u64,
+        f: impl FnOnce(&[u32]) -> R,
+    ) -> Result<R> {
         let (tx, rx) = channel();
         buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
             let _ = tx.send(r);
         });
         self.wait_for(&rx)?
             .map_err(|e| Error::Device(format!("{}: reading results failed: {e}", self.name)))?;
-        let words = {
+        let out = {
             let view = buf
                 .get_mapped_range(0..bytes)
                 .map_err(|e| Error::Device(format!("{}: {e}", self.name)))?;
-            bytemuck::pod_collect_to_vec::<u8, u32>(&view)
+            match bytemuck::try_cast_slice::<u8, u32>(&view) {
+                Ok(words) => f(words),
+                // A mapping is at least 4-byte aligned in practice; copy if one is not.
+                Err(_) => f(&bytemuck::pod_collect_to_vec::<u8, u32>(&view)),
+            }
         };
         buf.unmap();
-        Ok(words)
+        Ok(out)
     }
 
     fn pass(
@@ -559,11 +575,13 @@ impl<'a> GpuBackend<'a> {
         // Centroids padded like the rows, and their squared norms (in f64, then rounded).
         let mut cpad = vec![0f32; k * dp];
         let mut norms = vec![0f32; k];
-        for j in 0..k {
-            let c = &centroids[j * dim..(j + 1) * dim];
-            cpad[j * dp..j * dp + dim].copy_from_slice(c);
-            norms[j] = c.iter().map(|&v| v as f64 * v as f64).sum::<f64>() as f32;
-        }
+        cpad.par_chunks_mut(dp)
+            .zip(norms.par_iter_mut())
+            .zip(centroids.par_chunks(dim.max(1)))
+            .for_each(|((pad, norm), c)| {
+                pad[..dim].copy_from_slice(c);
+                *norm = c.iter().map(|&v| v as f64 * v as f64).sum::<f64>() as f32;
+            });
         let entries = kernels::accumulator_entries(dp4, k);
         let acc_bytes = if update { (entries * 12) as u64 } else { 0 };
         if acc_bytes > self.limits.max_storage_buffer_binding_size {
@@ -666,36 +684,41 @@ impl<'a> GpuBackend<'a> {
             enc.copy_buffer_to_buffer(&acc, 0, &readback, head, acc_bytes);
         }
         self.queue.submit([enc.finish()]);
-        let words = self.read_back(&readback, head + acc_bytes)?;
-
-        let pairs: &[f32] = bytemuck::cast_slice(&words[..REDUCE_SLOTS * 2]);
-        let inertia: f64 = pairs
-            .chunks_exact(2)
-            .map(|p| p[0] as f64 - p[1] as f64)
-            .sum();
-        let cw = &words[REDUCE_SLOTS * 2..REDUCE_SLOTS * 2 + 2];
-        let changed = cw[0] as u64 | (cw[1] as u64) << 32;
-        let mut step = Step {
-            sums: Vec::new(),
-            weights: Vec::new(),
-            counts: Vec::new(),
-            inertia,
-            changed,
-        };
-        if update {
-            let acc_words = &words[head as usize / 4..];
-            let entry = |e: usize| decode96(&acc_words[e * 3..e * 3 + 3]);
-            let unscale: Vec<f64> = self.scale_exp.iter().map(|&e| 2f64.powi(-e)).collect();
-            step.sums = Vec::with_capacity(k * dim);
-            for j in 0..k {
-                for (f, u) in unscale.iter().enumerate() {
-                    step.sums.push(entry(j * dp + f) as f64 * u);
-                }
+        let unscale: Vec<f64> = self.scale_exp.iter().map(|&e| 2f64.powi(-e)).collect();
+        let wu = 2f64.powi(-self.wscale_exp);
+        let step = self.read_back_with(&readback, head + acc_bytes, |words| {
+            let pairs: &[f32] = bytemuck::cast_slice(&words[..REDUCE_SLOTS * 2]);
+            let inertia: f64 = pairs
+                .chunks_exact(2)
+                .map(|p| p[0] as f64 - p[1] as f64)
+                .sum();
+            let cw = &words[REDUCE_SLOTS * 2..REDUCE_SLOTS * 2 + 2];
+            let changed = cw[0] as u64 | (cw[1] as u64) << 32;
+            let mut step = Step {
+                sums: Vec::new(),
+                weights: Vec::new(),
+                counts: Vec::new(),
+                inertia,
+                changed,
+            };
+            if update {
+                // Each value depends on its own words only, so decoding in parallel is exact.
+                let acc_words = &words[head as usize / 4..];
+                let entry = |e: usize| decode96(&acc_words[e * 3..e * 3 + 3]);
+                step.sums = vec![0.0; k * dim];
+                step.sums
+                    .par_chunks_mut(dim.max(1))
+                    .enumerate()
+                    .for_each(|(j, out)| {
+                        for (f, (o, u)) in out.iter_mut().zip(&unscale).enumerate() {
+                            *o = entry(j * dp + f) as f64 * u;
+                        }
+                    });
+                step.weights = (0..k).map(|j| entry(k * dp + j) as f64 * wu).collect();
+                step.counts = (0..k).map(|j| entry(k * dp + k + j) as u64).collect();
             }
-            let wu = 2f64.powi(-self.wscale_exp);
-            step.weights = (0..k).map(|j| entry(k * dp + j) as f64 * wu).collect();
-            step.counts = (0..k).map(|j| entry(k * dp + k + j) as u64).collect();
-        }
+            step
+        })?;
         self.stepped = true;
         Ok(step)
     }
