@@ -87,45 +87,37 @@ fn main(
 
     // Per row i of this thread: best score bs_i and its centroid bi_i.
 $BEST
-    let ntiles = (p.k + BN - 1u) / BN;
-    for (var t = 0u; t < ntiles; t++) {
-        let c0 = t * BN;
-        // a_i_j = x_(row ty + i*TY) . c_(c0 + tx + j*TX); rows and centroids are interleaved
-        // across threads so neighbouring threads read neighbouring tile entries.
+    // a_i_j = x_(row ty + i*TY) . c_(c0 + tx + j*TX); rows and centroids are interleaved
+    // across threads so neighbouring threads read neighbouring tile entries.
 $ZERO
-        for (var st = 0u; st < STAGES; st++) {
-            let col0 = st * KC;
-            for (var e = li; e < BM * KC; e += THREADS) {
-                let r = e / KC;
-                let q = e % KC;
-                let col = col0 + q;
-                let row = row0 + r;
-                var v = vec4<f32>(0.0);
-                if (row < p.rows && col < DP4) {
-                    v = x[row * DP4 + col];
-                }
-                xs[q * XS + r] = v;
-            }
-            for (var e = li; e < BN * KC; e += THREADS) {
-                let r = e / KC;
-                let q = e % KC;
-                let col = col0 + q;
-                let ci = c0 + r;
-                var v = vec4<f32>(0.0);
-                if (ci < p.k && col < DP4) {
-                    v = cent[ci * DP4 + col];
-                }
-                cs[q * CS + r] = v;
-            }
-            workgroupBarrier();
-            for (var q = 0u; q < KC; q++) {
-                let xb = q * XS + ty;
-                let cb = q * CS + tx;
-$MAC
-            }
-            workgroupBarrier();
+    // The work is a sequence of steps, STAGES per centroid tile. Each thread stages the same
+    // entries of every step (gx_i, gc_j: tile entry r, column q), and loads the next step's
+    // from global memory into registers while it multiplies the current one, so the loads'
+    // latency hides behind the arithmetic.
+$PRE
+    let ntiles = (p.k + BN - 1u) / BN;
+    let nsteps = ntiles * STAGES;
+$LOAD0
+    for (var s = 0u; s < nsteps; s++) {
+        let st = s % STAGES;
+        let c0 = (s / STAGES) * BN;
+        if (st == 0u) {
+$RESET
         }
+$STORE
+        workgroupBarrier();
+        if (s + 1u < nsteps) {
+$LOADN
+        }
+        for (var q = 0u; q < KC; q++) {
+            let xb = q * XS + ty;
+            let cb = q * CS + tx;
+$MAC
+        }
+        workgroupBarrier();
+        if (st == STAGES - 1u) {
 $FOLD
+        }
     }
 
     // Merge the TX partial winners of each row; the rule in `better` makes the result

@@ -93,15 +93,19 @@ impl AssignShape {
 
     pub fn source(&self) -> String {
         let (rm, rn) = (self.rm as usize, self.rn as usize);
-        let mut best = String::new();
-        let mut zero = String::new();
-        let mut mac = String::new();
-        let mut fold = String::new();
-        let mut merge = String::new();
+        let (bm, bn, kc) = (
+            (self.ty * self.rm) as usize,
+            (self.tx * self.rn) as usize,
+            self.kc as usize,
+        );
+        let threads = (self.tx * self.ty) as usize;
+        // Staged entries per thread and step, for the row tile and the centroid tile.
+        let (lx, lc) = ((bm * kc).div_ceil(threads), (bn * kc).div_ceil(threads));
+        let mut w = Wgsl::default();
         for i in 0..rm {
-            best += &format!("    var bs{i} = inf;\n    var bi{i} = NO_INDEX;\n");
-            mac += &format!("                let x{i} = xs[xb + {i}u * TY];\n");
-            merge += &format!(
+            w.best += &format!("    var bs{i} = inf;\n    var bi{i} = NO_INDEX;\n");
+            w.mac += &format!("            let x{i} = xs[xb + {i}u * TY];\n");
+            w.merge += &format!(
                 "            if (better(bs{i}, bi{i}, win_s[ty + {i}u * TY], win_i[ty + {i}u * TY])) {{\n\
                  \x20               win_s[ty + {i}u * TY] = bs{i};\n\
                  \x20               win_i[ty + {i}u * TY] = bi{i};\n\
@@ -109,40 +113,100 @@ impl AssignShape {
             );
         }
         for j in 0..rn {
-            mac += &format!("                let c{j} = cs[cb + {j}u * TX];\n");
-            fold += &format!(
-                "        {{\n            let ci = c0 + tx + {j}u * TX;\n            if (ci < p.k) {{\n\
-                 \x20               let cn = cnorm[ci];\n"
+            w.mac += &format!("            let c{j} = cs[cb + {j}u * TX];\n");
+            w.fold += &format!(
+                "            {{\n                let ci = c0 + tx + {j}u * TX;\n\
+                 \x20               if (ci < p.k) {{\n\
+                 \x20                   let cn = cnorm[ci];\n"
             );
             for i in 0..rm {
-                zero += &format!("        var a{i}_{j} = 0.0;\n");
-                mac += &format!(
-                    "                a{i}_{j} = fma(x{i}.w, c{j}.w, fma(x{i}.z, c{j}.z, \
+                w.zero += &format!("    var a{i}_{j} = 0.0;\n");
+                w.reset += &format!("            a{i}_{j} = 0.0;\n");
+                w.mac += &format!(
+                    "            a{i}_{j} = fma(x{i}.w, c{j}.w, fma(x{i}.z, c{j}.z, \
                      fma(x{i}.y, c{j}.y, fma(x{i}.x, c{j}.x, a{i}_{j}))));\n"
                 );
-                fold += &format!(
-                    "                let s{i} = cn - 2.0 * a{i}_{j};\n\
-                     \x20               if (s{i} < bs{i}) {{\n\
-                     \x20                   bs{i} = s{i};\n\
-                     \x20                   bi{i} = ci;\n\
-                     \x20               }}\n"
+                w.fold += &format!(
+                    "                    let s{i} = cn - 2.0 * a{i}_{j};\n\
+                     \x20                   if (s{i} < bs{i}) {{\n\
+                     \x20                       bs{i} = s{i};\n\
+                     \x20                       bi{i} = ci;\n\
+                     \x20                   }}\n"
                 );
             }
-            fold += "            }\n        }\n";
+            w.fold += "                }\n            }\n";
         }
+        // Staging: which tile entry (r, q) each of a thread's registers holds; a guard only
+        // where the tile does not divide evenly among the threads.
+        for (tile, n, total, lim) in [("x", lx, bm * kc, "row0 + r < p.rows"), ("c", lc, bn * kc, "c0_ + r < p.k")] {
+            for i in 0..n {
+                let (e, g) = (format!("e{tile}{i}"), format!("g{tile}{i}"));
+                w.pre += &format!(
+                    "    let {e} = li + {}u;\n    var {g} = vec4<f32>(0.0);\n",
+                    i * threads
+                );
+                let even = (i + 1) * threads <= total;
+                let guard = if even { String::new() } else { format!("{e} < {total}u && ") };
+                let (src, stride, dst) = if tile == "x" {
+                    ("x[(row0 + r) * DP4 + col]", "XS", "xs")
+                } else {
+                    ("cent[(c0_ + r) * DP4 + col]", "CS", "cs")
+                };
+                w.load += &format!(
+                    "        {{\n            let r = {e} / KC;\n            let col = col0_ + {e} % KC;\n\
+                     \x20           {g} = vec4<f32>(0.0);\n\
+                     \x20           if ({guard}{} && col < DP4) {{\n\
+                     \x20               {g} = {src};\n            }}\n        }}\n",
+                    lim
+                );
+                let store = format!("{dst}[({e} % KC) * {stride} + {e} / KC] = {g};");
+                w.store += &if even {
+                    format!("        {store}\n")
+                } else {
+                    format!("        if ({e} < {total}u) {{\n            {store}\n        }}\n")
+                };
+            }
+        }
+        let load = |step: &str, indent: &str| {
+            let body = format!(
+                "{{\n    let s_ = {step};\n    let col0_ = (s_ % STAGES) * KC;\n\
+                 \x20   let c0_ = (s_ / STAGES) * BN;\n{}}}\n",
+                w.load
+            );
+            body.lines().map(|l| format!("{indent}{l}\n")).collect::<String>()
+        };
         ASSIGN_WGSL
             .replace("$DP4", &self.dp4.to_string())
             .replace("$TX", &self.tx.to_string())
             .replace("$TY", &self.ty.to_string())
             .replace("$KC", &self.kc.to_string())
-            .replace("$BM", &(self.ty * self.rm).to_string())
-            .replace("$BN", &(self.tx * self.rn).to_string())
-            .replace("$BEST\n", &best)
-            .replace("$ZERO\n", &zero)
-            .replace("$MAC\n", &mac)
-            .replace("$FOLD\n", &fold)
-            .replace("$MERGE\n", &merge)
+            .replace("$BM", &bm.to_string())
+            .replace("$BN", &bn.to_string())
+            .replace("$BEST\n", &w.best)
+            .replace("$ZERO\n", &w.zero)
+            .replace("$PRE\n", &w.pre)
+            .replace("$LOAD0\n", &load("0u", "    "))
+            .replace("$LOADN\n", &load("s + 1u", "        "))
+            .replace("$RESET\n", &w.reset)
+            .replace("$STORE\n", &w.store)
+            .replace("$MAC\n", &w.mac)
+            .replace("$FOLD\n", &w.fold)
+            .replace("$MERGE\n", &w.merge)
     }
+}
+
+/// Pieces of the assign kernel written out per register and staged entry.
+#[derive(Default)]
+struct Wgsl {
+    best: String,
+    zero: String,
+    reset: String,
+    pre: String,
+    load: String,
+    store: String,
+    mac: String,
+    fold: String,
+    merge: String,
 }
 
 /// The update kernel: row length, and how its sums are split over workgroup memory.
