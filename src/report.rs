@@ -49,6 +49,9 @@ pub struct FitSummary {
     pub scale: String,
     pub dropped_rows: usize,
     pub empty_clusters: usize,
+    /// Times a cluster left empty by an update was moved onto a far row (scikit-learn's
+    /// relocation), over the best run; plain Lloyd loops leave such clusters where they were.
+    pub relocated_clusters: usize,
     pub cluster_sizes: Vec<u64>,
     /// `--metrics`: mean silhouette on a seeded sample of at most 50,000 rows.
     #[serde(skip_serializing_if = "Option::is_none")]

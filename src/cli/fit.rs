@@ -148,6 +148,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         scale: format!("{:?}", a.scale).to_lowercase(),
         dropped_rows: p.checked.dropped,
         empty_clusters: result.sizes.iter().filter(|&&s| s == 0).count(),
+        relocated_clusters: result.reseeded,
         cluster_sizes: result.sizes.clone(),
         silhouette: insight.quality.as_ref().and_then(|q| q.silhouette),
         silhouette_rows: insight.quality.as_ref().map(|q| q.silhouette_rows),
