@@ -138,7 +138,10 @@ impl AssignShape {
         }
         // Staging: which tile entry (r, q) each of a thread's registers holds; a guard only
         // where the tile does not divide evenly among the threads.
-        for (tile, n, total, lim) in [("x", lx, bm * kc, "row0 + r < p.rows"), ("c", lc, bn * kc, "c0_ + r < p.k")] {
+        for (tile, n, total, lim) in [
+            ("x", lx, bm * kc, "row0 + r < p.rows"),
+            ("c", lc, bn * kc, "c0_ + r < p.k"),
+        ] {
             for i in 0..n {
                 let (e, g) = (format!("e{tile}{i}"), format!("g{tile}{i}"));
                 w.pre += &format!(
@@ -146,7 +149,11 @@ impl AssignShape {
                     i * threads
                 );
                 let even = (i + 1) * threads <= total;
-                let guard = if even { String::new() } else { format!("{e} < {total}u && ") };
+                let guard = if even {
+                    String::new()
+                } else {
+                    format!("{e} < {total}u && ")
+                };
                 let (src, stride, dst) = if tile == "x" {
                     ("x[(row0 + r) * DP4 + col]", "XS", "xs")
                 } else {
@@ -173,7 +180,9 @@ impl AssignShape {
                  \x20   let c0_ = (s_ / STAGES) * BN;\n{}}}\n",
                 w.load
             );
-            body.lines().map(|l| format!("{indent}{l}\n")).collect::<String>()
+            body.lines()
+                .map(|l| format!("{indent}{l}\n"))
+                .collect::<String>()
         };
         ASSIGN_WGSL
             .replace("$DP4", &self.dp4.to_string())
@@ -428,7 +437,13 @@ mod tests {
                 assert!(src.contains(&format!("fma(x{i}.x, c{j}.x, a{i}_{j})")));
             }
         }
-        assert!(!src.contains("a8_0") && !src.contains('$'));
+        assert!(!src.contains("a8_0"));
+        for name in [
+            "$BEST\n", "$ZERO\n", "$PRE\n", "$LOAD0\n", "$LOADN\n", "$RESET\n", "$STORE\n",
+            "$MAC\n", "$FOLD\n", "$MERGE\n",
+        ] {
+            assert!(!src.contains(name), "{name} left in the source");
+        }
     }
 
     #[test]
