@@ -24,6 +24,9 @@ use crate::model::{FORMAT_VERSION, Model};
 use crate::prep::{ScaleMethod, Scaler};
 use crate::report::{PredictSummary, Seconds};
 
+mod profile;
+pub use profile::{Clusters, ProfileJob, ProfileRun, profile};
+
 /// Bytes per row that a streamed fit keeps in memory: the label and distance of each row.
 pub const STREAM_ROW_BYTES: u64 = 8;
 /// Decoded row groups in flight get a quarter of what the per-row state leaves of the budget,
@@ -116,6 +119,9 @@ pub struct Prepared {
     pub carry: Vec<RecordBatch>,
     /// Passes over the Parquet files so far.
     pub parquet_passes: usize,
+    /// Bytes of the budget the prepared rows hold: the whole matrix in memory, or the
+    /// per-row label and distance when streamed.
+    pub resident: u64,
 }
 
 impl Prepared {
@@ -137,10 +143,11 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
         0
     };
     let in_memory_bytes = rows * (dim * 4 + weighted * 4 + STREAM_ROW_BYTES) + extras;
+    let streamed_bytes = rows * STREAM_ROW_BYTES;
     let mode = if in_memory_bytes <= how.budget {
         Mode::InMemory
     } else {
-        let need = rows * STREAM_ROW_BYTES;
+        let need = streamed_bytes;
         if need > how.budget {
             return Err(Error::Usage(format!(
                 "--memory-budget {} is too small for {rows} rows: streaming keeps {} bytes per \
@@ -202,11 +209,15 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
         ids: extras.ids,
         carry: extras.carry,
         parquet_passes,
+        resident: match mode {
+            Mode::InMemory => in_memory_bytes,
+            Mode::Streaming => streamed_bytes,
+        },
     })
 }
 
-/// Fails with a usage error when a table's rows, read whole (as `profile` and `sweep` read
-/// them), would exceed `budget`.
+/// Fails with a usage error when a table's rows, read whole (as `sweep` reads them: every k
+/// is a fit over the same rows in memory), would exceed `budget`.
 pub fn check_in_memory(inputs: &[PathBuf], read: &ReadOptions, budget: u64) -> Result<()> {
     let src = Source::open(inputs, read)?;
     let need = src.raw_rows() as u64 * (src.dim() as u64 * 8 + 8) + src.extras_bytes() as u64;
@@ -268,6 +279,9 @@ pub struct FitJob {
     /// Fit on a uniform seeded sample of this many rows, then assign every row in one final
     /// pass (FAISS samples at most 256 rows per centroid by default).
     pub train_sample: Option<usize>,
+    /// The insight that will follow the fit ([`crate::insight::analyse`]): its columns are
+    /// checked as soon as the table is open, so a bad one fails before the fit, not after.
+    pub insight: crate::insight::InsightSpec,
 }
 
 impl FitJob {
@@ -289,6 +303,7 @@ impl FitJob {
             centroids: None,
             model: None,
             train_sample: None,
+            insight: Default::default(),
         }
     }
 }
@@ -329,6 +344,7 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
         return Err(Error::Usage("--train-sample must be at least 1".into()));
     }
     let source = Source::open(&job.inputs, &job.read)?;
+    crate::insight::analysis::check_columns(&source, &job.insight)?;
     let prepared = prepare(source, Scaling::Fit(job.scale), &job.prepare)?;
     let features = prepared.source.features.clone();
     let dim = features.len();

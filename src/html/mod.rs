@@ -183,6 +183,9 @@ pub fn cluster_report(r: &ClusterReport) -> String {
     for (k, v) in &r.facts {
         b += &card(v, k);
     }
+    if !p.medians.exact {
+        b += &card("approximate", "medians (streamed)");
+    }
     b += "</div><ul class=\"glance\">";
     for c in &p.clusters {
         let _ = write!(
@@ -251,7 +254,19 @@ pub fn cluster_report(r: &ClusterReport) -> String {
 
     // Profile table.
     b += "<section><h2>Cluster profiles</h2><p class=\"note\">Weighted mean of each feature in input units, \
-          with the median below it; the tags name the features that distinguish the cluster most.</p><div class=\"scroll\"><table><tr>\
+          with the median below it; the tags name the features that distinguish the cluster most.";
+    if !p.medians.exact {
+        let _ = write!(
+            b,
+            " Medians are approximate: the table exceeded the memory budget, so they come from \
+             {}-bin histograms over each cluster's range, each within its <code>median_error</code> \
+             (in the profile table and JSON) of the exact median, at most 1/{} of that range. \
+             Every other figure is exact.",
+            p.medians.bins.unwrap_or(0),
+            p.medians.bins.unwrap_or(0)
+        );
+    }
+    b += "</p><div class=\"scroll\"><table><tr>\
           <th class=\"t\">Cluster</th><th>Size</th><th>Share</th><th class=\"t\">Distinguishing features</th>";
     for f in &p.features {
         let _ = write!(b, "<th>{}</th>", escape(f));
