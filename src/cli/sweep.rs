@@ -198,16 +198,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
     drop(be);
     let mut out = Outputs::default();
     if let Some(r) = &a.report {
-        let inputs: Vec<String> = table
-            .files
-            .iter()
-            .map(|f| {
-                f.file_name().map_or_else(
-                    || f.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                )
-            })
-            .collect();
+        let inputs = html::file_names(&table.files);
         let title = format!(
             "Choosing k for {}",
             table

@@ -130,6 +130,19 @@ fn swatch(c: usize) -> String {
     )
 }
 
+/// The input files as a report's header names them: the file names alone.
+pub fn file_names(files: &[std::path::PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| {
+            f.file_name().map_or_else(
+                || f.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// What a cluster report shows beyond the profile itself.
 pub struct ClusterReport<'a> {
     pub title: &'a str,

@@ -316,16 +316,20 @@ fn stream(
 /// Labels and rows out of step: the user's assignments file, or a bug of ours.
 fn label_mismatch(c: &Clustered, rows: &str) -> Error {
     match c.labels_from {
-        Some(p) => Error::input(
-            p,
-            format!(
-                "has {} rows but the input has {rows} (kept) rows; assignments must hold one \
-                 row per input row, in input order (and the fit's --drop-invalid)",
-                c.labels.len()
-            ),
-        ),
+        Some(p) => assignments_mismatch(p, c.labels.len(), rows),
         None => Error::Internal(format!("{} labels for {rows} rows", c.labels.len())),
     }
+}
+
+/// An assignments file whose row count is not the table's.
+pub fn assignments_mismatch(path: &Path, labels: usize, rows: &str) -> Error {
+    Error::input(
+        path,
+        format!(
+            "has {labels} rows but the input has {rows} (kept) rows; assignments must hold one \
+             row per input row, in input order (and the fit's --drop-invalid)"
+        ),
+    )
 }
 
 /// Where the insight goes, and what the report says about the run.
@@ -404,16 +408,7 @@ pub fn write(out: &mut Outputs, ins: &Insight, to: &InsightOutputs) -> Result<()
         out.bytes(&sidecar(path)?, json.as_bytes())?;
     }
     if let Some(path) = to.report {
-        let inputs: Vec<String> = to
-            .files
-            .iter()
-            .map(|f| {
-                f.file_name().map_or_else(
-                    || f.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                )
-            })
-            .collect();
+        let inputs = html::file_names(to.files);
         let doc = html::cluster_report(&html::ClusterReport {
             title: &to.title,
             inputs: &inputs,

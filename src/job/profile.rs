@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{Prepare, Prepared, Scaling, prepare};
 use crate::backend::{self, DeviceChoice, DeviceInfo};
 use crate::error::{Error, Result};
-use crate::insight::analysis::{InsightOutputs, check_targets, title, write};
+use crate::insight::analysis::{InsightOutputs, assignments_mismatch, check_targets, title, write};
 use crate::insight::profile::Profile;
 use crate::insight::{Clustered, Insight, InsightSpec, analyse};
 use crate::io::results::read_labels;
@@ -108,6 +108,16 @@ pub fn profile(job: &ProfileJob) -> Result<ProfileRun> {
             (labels, k, None, Some(path.as_path()))
         }
     };
+    // Assignments of another table fail before any pass where the kept rows are known.
+    let known = match &held {
+        Held::Prepared(p) => Some(p.checked.kept),
+        Held::Source(s) => (!job.read.drop_invalid).then(|| s.raw_rows()),
+    };
+    if let (Some(rows), Some(path)) = (known, labels_from)
+        && rows != labels.len()
+    {
+        return Err(assignments_mismatch(path, labels.len(), &rows.to_string()));
+    }
     let (source, rows, resident) = match &held {
         Held::Prepared(p) => (&p.source, Some(p.rows.as_ref()), p.resident),
         Held::Source(s) => (s, None, labels.len() as u64 * 4),
