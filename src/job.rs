@@ -16,7 +16,7 @@ use crate::backend::{self, Assignment, DeviceChoice, DeviceInfo};
 use crate::data::{Dataset, Rows};
 use crate::error::{Error, Result};
 use crate::io::results::{AssignmentBatches, write_centroids};
-use crate::io::source::{Checked, Source};
+use crate::io::source::{Checked, Keep, Source};
 use crate::io::spill::{Spill, SpillWriter};
 use crate::io::{Outputs, ReadOptions, read_centroids};
 use crate::kmeans::{self, Init, KMeansParams, KMeansResult, Progress};
@@ -95,7 +95,7 @@ pub struct Prepare {
     pub budget: u64,
     /// Where a streamed fit keeps its spill cache (default: the system's temporary directory).
     pub spill_dir: Option<PathBuf>,
-    /// Keep the `--id` and carried columns in memory (otherwise a final pass reads them).
+    /// Keep the `--id` columns in memory (otherwise a final pass reads them).
     pub extras: bool,
 }
 
@@ -115,8 +115,6 @@ pub struct Prepared {
     pub checked: Checked,
     /// The `--id` columns of the kept rows when they are in memory.
     pub ids: Vec<RecordBatch>,
-    /// The carried columns of the kept rows when they are in memory.
-    pub carry: Vec<RecordBatch>,
     /// Passes over the Parquet files so far.
     pub parquet_passes: usize,
     /// Bytes of the budget the prepared rows hold: the whole matrix in memory, or the
@@ -137,8 +135,9 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
     let dim = source.dim() as u64;
     let rows = source.raw_rows() as u64;
     let weighted = source.is_weighted() as u64;
+    // The carried columns are read by the insight passes, never held here.
     let extras = if how.extras {
-        source.extras_bytes() as u64
+        source.extras_bytes(Keep::Ids) as u64
     } else {
         0
     };
@@ -177,7 +176,11 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
             stats.scaler(method)
         }
     };
-    let keep_extras = how.extras && mode == Mode::InMemory;
+    let keep_extras = if how.extras && mode == Mode::InMemory {
+        Keep::Ids
+    } else {
+        Keep::Nothing
+    };
     let (rows, checked, extras): (Box<dyn Rows>, _, _) = match mode {
         Mode::InMemory => {
             let mut slabs = Vec::new();
@@ -194,7 +197,7 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
         Mode::Streaming => {
             let dir = how.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
             let mut w = SpillWriter::new(&dir, source.dim(), source.is_weighted())?;
-            let (checked, extras) = source.data_pass(&scaler, false, &mut |s| w.push(s))?;
+            let (checked, extras) = source.data_pass(&scaler, Keep::Nothing, &mut |s| w.push(s))?;
             let spill: Spill = w.finish()?;
             (Box::new(spill), checked, extras)
         }
@@ -207,7 +210,6 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
         mode,
         checked,
         ids: extras.ids,
-        carry: extras.carry,
         parquet_passes,
         resident: match mode {
             Mode::InMemory => in_memory_bytes,
@@ -220,7 +222,8 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
 /// is a fit over the same rows in memory), would exceed `budget`.
 pub fn check_in_memory(inputs: &[PathBuf], read: &ReadOptions, budget: u64) -> Result<()> {
     let src = Source::open(inputs, read)?;
-    let need = src.raw_rows() as u64 * (src.dim() as u64 * 8 + 8) + src.extras_bytes() as u64;
+    let need = src.raw_rows() as u64 * (src.dim() as u64 * 8 + 8)
+        + src.extras_bytes(Keep::IdsAndCarry) as u64;
     if need > budget {
         return Err(Error::Usage(format!(
             "this command holds every row in memory, about {} for this table, more than \

@@ -37,7 +37,7 @@ fn weight(i: usize) -> f64 {
 }
 
 fn age(i: usize) -> Option<i32> {
-    (i % 10 != 0).then(|| 18 + ((i * 37) % 60) as i32)
+    (!i.is_multiple_of(10)).then(|| 18 + ((i * 37) % 60) as i32)
 }
 
 /// Writes rows `lo..hi`: `id`, `f0..f3`, `w`, `age` (nulls), `channel` (30 levels and nulls,
@@ -62,9 +62,9 @@ fn write_rows(path: &Path, x: &[f32], lo: usize, hi: usize, nan_at: Option<usize
         (lo..hi).map(weight),
     )));
     cols.push(Arc::new(Int32Array::from_iter((lo..hi).map(age))));
-    cols.push(Arc::new(StringArray::from_iter(
-        (lo..hi).map(|i| (i % 17 != 0).then(|| format!("c{:02}", (i * 7) % 30))),
-    )));
+    cols.push(Arc::new(StringArray::from_iter((lo..hi).map(|i| {
+        (!i.is_multiple_of(17)).then(|| format!("c{:02}", (i * 7) % 30))
+    }))));
     cols.push(Arc::new(Int32Array::from_iter_values(
         (lo..hi).map(|i| (i % 4) as i32),
     )));
@@ -85,21 +85,10 @@ fn write_rows(path: &Path, x: &[f32], lo: usize, hi: usize, nan_at: Option<usize
 /// The table as one file and split into `parts` files; returns both paths and the raw rows.
 fn tables(dir: &Path, parts: usize, nan_at: Option<usize>) -> (String, String, Vec<f32>) {
     let x = blobs(N, D, K, 21);
-    let one = p(dir, "one.parquet");
-    write_rows(&one, &x, 0, N, nan_at);
-    let split = p(dir, "split");
-    std::fs::create_dir(&split).unwrap();
-    for i in 0..parts {
-        let (lo, hi) = (i * N / parts, (i + 1) * N / parts);
-        write_rows(
-            &split.join(format!("part-{i:04}.parquet")),
-            &x,
-            lo,
-            hi,
-            nan_at,
-        );
-    }
-    (s(&one).to_string(), s(&split).to_string(), x)
+    let (one, split) = one_and_split(dir, N, parts, |path, lo, hi| {
+        write_rows(path, &x, lo, hi, nan_at)
+    });
+    (one, split, x)
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -136,23 +125,22 @@ fn assignments(input: &str, dir: &Path) -> (String, Vec<u32>) {
     (s(&a).to_string(), labels)
 }
 
-/// `profile --json` with the describe and compare options, plus `extra`.
+/// The columns every run here profiles: features, weight, described and segment columns.
+const COLUMNS: [&str; 8] = [
+    "--features",
+    "f0,f1,f2,f3",
+    "--weight",
+    "w",
+    "--describe",
+    "age,channel",
+    "--compare-with",
+    "persona",
+];
+
+/// `profile --json` of [`COLUMNS`], plus `extra`.
 fn profile(input: &str, a: &str, extra: &[&str], env: &[(&str, &str)]) -> Value {
-    let mut args = vec![
-        "profile",
-        input,
-        "--assignments",
-        a,
-        "--features",
-        "f0,f1,f2,f3",
-        "--weight",
-        "w",
-        "--describe",
-        "age,channel",
-        "--compare-with",
-        "persona",
-        "--json",
-    ];
+    let mut args = vec!["profile", input, "--assignments", a, "--json"];
+    args.extend_from_slice(&COLUMNS);
     args.extend_from_slice(extra);
     let o = run(&args, env);
     assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -174,7 +162,7 @@ fn exact_part(v: &Value) -> Value {
 }
 
 /// The usual median of integer-weighted values, by repeating each value `w` times.
-fn brute_median(vals: &mut Vec<(f64, u32)>) -> Option<f64> {
+fn brute_median(vals: &[(f64, u32)]) -> Option<f64> {
     let mut v: Vec<f64> = vals
         .iter()
         .flat_map(|&(x, w)| std::iter::repeat_n(x, w as usize))
@@ -209,7 +197,7 @@ fn exact_medians(x: &[f32], labels: &[u32], col: usize) -> Vec<Option<f64>> {
             groups[K].push((v, w));
         }
     }
-    groups.iter_mut().map(brute_median).collect()
+    groups.iter().map(|g| brute_median(g)).collect()
 }
 
 /// The stats object of column `col` in cluster `c` (or the population for `c == K`).
@@ -306,20 +294,13 @@ fn fit_profiles_and_reports_a_streamed_table() {
             "5",
             "--init",
             "k-means||",
-            "--features",
-            "f0,f1,f2,f3",
-            "--weight",
-            "w",
-            "--describe",
-            "age,channel",
-            "--compare-with",
-            "persona",
             "--profile",
             s(&prof),
             "--report",
             s(&report),
             "--json",
         ];
+        args.extend_from_slice(&COLUMNS);
         if let Some(b) = budget {
             args.extend_from_slice(&["--memory-budget", b]);
         }

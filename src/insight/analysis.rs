@@ -273,15 +273,13 @@ impl Plan {
     }
 }
 
+/// Takes a slab of wide rows, their weights and their clusters.
+type SlabSink<'a> = dyn FnMut(&[f64], Option<&[f32]>, &[u32]) + 'a;
+
 /// One pass over the table's kept rows in input units, cut into slabs of wide rows and handed
 /// to `sink` with their weights and clusters. `codes`: include the coded columns (the first
 /// pass); returns their levels in final order.
-fn stream(
-    c: &Clustered,
-    plan: &Plan,
-    codes: bool,
-    sink: &mut dyn FnMut(&[f64], Option<&[f32]>, &[u32]),
-) -> Result<Vec<Levels>> {
+fn stream(c: &Clustered, plan: &Plan, codes: bool, sink: &mut SlabSink) -> Result<Vec<Levels>> {
     let src = c.source;
     let dim = src.dim();
     let width = if codes {

@@ -181,12 +181,11 @@ fn fold_blocks<T: Send>(
     })
 }
 
-/// Per-cluster member counts and means (`None` for an empty cluster), from f64 sums.
-fn cluster_means(
-    data: &dyn Rows,
-    labels: &[u32],
-    k: usize,
-) -> Result<(Vec<u64>, Vec<Option<Vec<f64>>>)> {
+/// Per-cluster member counts and means (`None` for an empty cluster).
+type Means = (Vec<u64>, Vec<Option<Vec<f64>>>);
+
+/// Per-cluster member counts and means, from f64 sums.
+fn cluster_means(data: &dyn Rows, labels: &[u32], k: usize) -> Result<Means> {
     let d = data.dim();
     let mut n = vec![0u64; k];
     let mut s = vec![0.0f64; k * d];

@@ -69,7 +69,7 @@ impl MedianSketch {
     /// and are left out. Values must lie in the range given to [`MedianSketch::new`].
     #[inline]
     pub fn add(&mut self, x: f64, w: f64) {
-        if !(w > 0.0) || self.weight.is_empty() {
+        if w.is_nan() || w <= 0.0 || self.weight.is_empty() {
             return;
         }
         let t = (x - self.lo) / (self.hi - self.lo) * BINS as f64;

@@ -106,6 +106,16 @@ pub enum Item {
     Ids(RecordBatch),
 }
 
+/// Which extra columns an in-memory data pass keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Nothing,
+    /// The `--id` columns, for the assignments.
+    Ids,
+    /// The `--id` and the carried columns, for analyses that hold the whole table.
+    IdsAndCarry,
+}
+
 /// One unit's kept rows in input units, as [`Source::raw_pass`] hands them over.
 pub struct RawRows {
     /// Feature values as read, f64, row-major.
@@ -200,16 +210,20 @@ impl Source {
         self.opts.weight.is_some()
     }
 
-    /// Uncompressed bytes of the `--id` and carried columns, as the footers state them: what
-    /// keeping them in memory costs.
-    pub fn extras_bytes(&self) -> usize {
-        let names: Vec<&str> = self
-            .opts
-            .ids
-            .iter()
-            .chain(&self.opts.carry)
-            .map(String::as_str)
-            .collect();
+    /// Uncompressed bytes of the columns `keep` names, as the footers state them: what keeping
+    /// them in memory costs.
+    pub fn extras_bytes(&self, keep: Keep) -> usize {
+        let carry: &[String] = if keep == Keep::IdsAndCarry {
+            &self.opts.carry
+        } else {
+            &[]
+        };
+        let ids: &[String] = if keep == Keep::Nothing {
+            &[]
+        } else {
+            &self.opts.ids
+        };
+        let names: Vec<&str> = ids.iter().chain(carry).map(String::as_str).collect();
         let mut total = 0i64;
         for m in &self.metas {
             for g in m.metadata().row_groups() {
@@ -253,12 +267,12 @@ impl Source {
     }
 
     /// Pass that maps every kept row into clustered space with `scaler` and hands the rows to
-    /// `sink` as slabs, in order; with `extras` it also returns the `--id` and carried columns
-    /// of the kept rows.
+    /// `sink` as slabs, in order; it also returns the extra columns `keep` names, of the kept
+    /// rows.
     pub fn data_pass(
         &self,
         scaler: &Scaler,
-        extras: bool,
+        keep: Keep,
         sink: &mut dyn FnMut(Batch) -> Result<()>,
     ) -> Result<(Checked, Extras)> {
         let dim = self.dim();
@@ -266,8 +280,8 @@ impl Source {
         let want = Want {
             raw: false,
             scaled: Some(scaler),
-            ids: extras,
-            carry: extras,
+            ids: keep != Keep::Nothing,
+            carry: keep == Keep::IdsAndCarry,
         };
         let mut checked = Checked::new(dim);
         let mut out = Extras {

@@ -90,7 +90,7 @@ pub fn profile(job: &ProfileJob) -> Result<ProfileRun> {
         };
         Held::Prepared(Box::new(prepare(source, scaling, &how)?))
     } else {
-        Held::Source(source)
+        Held::Source(Box::new(source))
     };
     let (labels, k, device, labels_from) = match (&job.clusters, &held) {
         (Clusters::Model(m), Held::Prepared(p)) => {
@@ -120,7 +120,7 @@ pub fn profile(job: &ProfileJob) -> Result<ProfileRun> {
     }
     let (source, rows, resident) = match &held {
         Held::Prepared(p) => (&p.source, Some(p.rows.as_ref()), p.resident),
-        Held::Source(s) => (s, None, labels.len() as u64 * 4),
+        Held::Source(s) => (s.as_ref(), None, labels.len() as u64 * 4),
     };
     let ins: Insight = analyse(
         &Clustered {
@@ -172,5 +172,5 @@ pub fn profile(job: &ProfileJob) -> Result<ProfileRun> {
 /// The table, as prepared clustered rows or only opened.
 enum Held {
     Prepared(Box<Prepared>),
-    Source(Source),
+    Source(Box<Source>),
 }
