@@ -16,13 +16,16 @@ use crate::backend::{self, Assignment, DeviceChoice, DeviceInfo};
 use crate::data::{Dataset, Rows};
 use crate::error::{Error, Result};
 use crate::io::results::{AssignmentBatches, write_centroids};
-use crate::io::source::{Checked, Source};
+use crate::io::source::{Checked, Keep, Source};
 use crate::io::spill::{Spill, SpillWriter};
 use crate::io::{Outputs, ReadOptions, read_centroids};
 use crate::kmeans::{self, Init, KMeansParams, KMeansResult, Progress};
 use crate::model::{FORMAT_VERSION, Model};
 use crate::prep::{ScaleMethod, Scaler};
 use crate::report::{PredictSummary, Seconds};
+
+mod profile;
+pub use profile::{Clusters, ProfileJob, ProfileRun, profile};
 
 /// Bytes per row that a streamed fit keeps in memory: the label and distance of each row.
 pub const STREAM_ROW_BYTES: u64 = 8;
@@ -92,7 +95,7 @@ pub struct Prepare {
     pub budget: u64,
     /// Where a streamed fit keeps its spill cache (default: the system's temporary directory).
     pub spill_dir: Option<PathBuf>,
-    /// Keep the `--id` and carried columns in memory (otherwise a final pass reads them).
+    /// Keep the `--id` columns in memory (otherwise a final pass reads them).
     pub extras: bool,
 }
 
@@ -112,10 +115,11 @@ pub struct Prepared {
     pub checked: Checked,
     /// The `--id` columns of the kept rows when they are in memory.
     pub ids: Vec<RecordBatch>,
-    /// The carried columns of the kept rows when they are in memory.
-    pub carry: Vec<RecordBatch>,
     /// Passes over the Parquet files so far.
     pub parquet_passes: usize,
+    /// Bytes of the budget the prepared rows hold: the whole matrix in memory, or the
+    /// per-row label and distance when streamed.
+    pub resident: u64,
 }
 
 impl Prepared {
@@ -131,16 +135,18 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
     let dim = source.dim() as u64;
     let rows = source.raw_rows() as u64;
     let weighted = source.is_weighted() as u64;
+    // The carried columns are read by the insight passes, never held here.
     let extras = if how.extras {
-        source.extras_bytes() as u64
+        source.extras_bytes(Keep::Ids) as u64
     } else {
         0
     };
     let in_memory_bytes = rows * (dim * 4 + weighted * 4 + STREAM_ROW_BYTES) + extras;
+    let streamed_bytes = rows * STREAM_ROW_BYTES;
     let mode = if in_memory_bytes <= how.budget {
         Mode::InMemory
     } else {
-        let need = rows * STREAM_ROW_BYTES;
+        let need = streamed_bytes;
         if need > how.budget {
             return Err(Error::Usage(format!(
                 "--memory-budget {} is too small for {rows} rows: streaming keeps {} bytes per \
@@ -170,7 +176,11 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
             stats.scaler(method)
         }
     };
-    let keep_extras = how.extras && mode == Mode::InMemory;
+    let keep_extras = if how.extras && mode == Mode::InMemory {
+        Keep::Ids
+    } else {
+        Keep::Nothing
+    };
     let (rows, checked, extras): (Box<dyn Rows>, _, _) = match mode {
         Mode::InMemory => {
             let mut slabs = Vec::new();
@@ -187,7 +197,7 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
         Mode::Streaming => {
             let dir = how.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
             let mut w = SpillWriter::new(&dir, source.dim(), source.is_weighted())?;
-            let (checked, extras) = source.data_pass(&scaler, false, &mut |s| w.push(s))?;
+            let (checked, extras) = source.data_pass(&scaler, Keep::Nothing, &mut |s| w.push(s))?;
             let spill: Spill = w.finish()?;
             (Box::new(spill), checked, extras)
         }
@@ -200,16 +210,20 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
         mode,
         checked,
         ids: extras.ids,
-        carry: extras.carry,
         parquet_passes,
+        resident: match mode {
+            Mode::InMemory => in_memory_bytes,
+            Mode::Streaming => streamed_bytes,
+        },
     })
 }
 
-/// Fails with a usage error when a table's rows, read whole (as `profile` and `sweep` read
-/// them), would exceed `budget`.
+/// Fails with a usage error when a table's rows, read whole (as `sweep` reads them: every k
+/// is a fit over the same rows in memory), would exceed `budget`.
 pub fn check_in_memory(inputs: &[PathBuf], read: &ReadOptions, budget: u64) -> Result<()> {
     let src = Source::open(inputs, read)?;
-    let need = src.raw_rows() as u64 * (src.dim() as u64 * 8 + 8) + src.extras_bytes() as u64;
+    let need = src.raw_rows() as u64 * (src.dim() as u64 * 8 + 8)
+        + src.extras_bytes(Keep::IdsAndCarry) as u64;
     if need > budget {
         return Err(Error::Usage(format!(
             "this command holds every row in memory, about {} for this table, more than \
@@ -268,6 +282,9 @@ pub struct FitJob {
     /// Fit on a uniform seeded sample of this many rows, then assign every row in one final
     /// pass (FAISS samples at most 256 rows per centroid by default).
     pub train_sample: Option<usize>,
+    /// The insight that will follow the fit ([`crate::insight::analyse`]): its columns are
+    /// checked as soon as the table is open, so a bad one fails before the fit, not after.
+    pub insight: crate::insight::InsightSpec,
 }
 
 impl FitJob {
@@ -289,6 +306,7 @@ impl FitJob {
             centroids: None,
             model: None,
             train_sample: None,
+            insight: Default::default(),
         }
     }
 }
@@ -329,6 +347,7 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
         return Err(Error::Usage("--train-sample must be at least 1".into()));
     }
     let source = Source::open(&job.inputs, &job.read)?;
+    crate::insight::analysis::check_columns(&source, &job.insight)?;
     let prepared = prepare(source, Scaling::Fit(job.scale), &job.prepare)?;
     let features = prepared.source.features.clone();
     let dim = features.len();

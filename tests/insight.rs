@@ -68,7 +68,7 @@ fn metrics_match_scikit_learn() {
         // Small tables are their own silhouette sample, so no sampling ambiguity arises.
         let sample = silhouette_rows(n, 0);
         assert_eq!(sample, (0..n).collect::<Vec<_>>());
-        let q = quality(&f.data, &f.labels, f.k, &sample);
+        let q = quality(&f.data, &f.labels, f.k, &sample).unwrap();
         close(
             q.silhouette.unwrap(),
             &f.want["silhouette"],
@@ -100,8 +100,8 @@ fn silhouette_is_the_same_on_any_thread_count() {
         .num_threads(1)
         .build()
         .unwrap();
-    let a = one.install(|| quality(&f.data, &f.labels, f.k, &sample));
-    let b = quality(&f.data, &f.labels, f.k, &sample);
+    let a = one.install(|| quality(&f.data, &f.labels, f.k, &sample).unwrap());
+    let b = quality(&f.data, &f.labels, f.k, &sample).unwrap();
     assert_eq!(a, b);
 }
 

@@ -64,23 +64,9 @@ const D: usize = 5;
 /// The same table as one file and as `parts` files in a directory (row groups of 7,000 rows).
 fn tables(dir: &Path, parts: usize, nan_at: Option<usize>) -> (String, String) {
     let x = blobs(N, D, 6, 11);
-    let one = p(dir, "one.parquet");
-    write_part(&one, &x, D, 0, N, 7_000, nan_at);
-    let split = p(dir, "split");
-    std::fs::create_dir(&split).unwrap();
-    for i in 0..parts {
-        let (lo, hi) = (i * N / parts, (i + 1) * N / parts);
-        write_part(
-            &split.join(format!("part-{i:04}.parquet")),
-            &x,
-            D,
-            lo,
-            hi,
-            7_000,
-            nan_at,
-        );
-    }
-    (s(&one).to_string(), s(&split).to_string())
+    one_and_split(dir, N, parts, |path, lo, hi| {
+        write_part(path, &x, D, lo, hi, 7_000, nan_at)
+    })
 }
 
 /// Runs a fit into `out_dir` and returns its JSON summary and the three files' bytes.

@@ -4,12 +4,12 @@
 use std::time::Instant;
 
 use super::FitArgs;
-use super::profile::{
-    Analysis, analyse, check_insight_targets, decode_extras, describe_lines, title,
-};
+use super::profile::describe_lines;
 use super::progress::Bar;
 use crate::error::{Error, Result};
-use crate::io::{ReadOptions, check_target, read_table};
+use crate::insight::analysis::{InsightOutputs, check_targets, title, write};
+use crate::insight::{Clustered, analyse};
+use crate::io::{ReadOptions, check_target};
 use crate::job::{self, FitJob, InitChoice, Mode};
 use crate::kmeans::KMeansParams;
 use crate::report::{FitSummary, Seconds};
@@ -19,7 +19,12 @@ pub fn run(a: &FitArgs) -> Result<()> {
     for p in [&a.output, &a.centroids, &a.model].into_iter().flatten() {
         check_target(p)?;
     }
-    check_insight_targets(a.profile.as_deref(), &a.insight, false)?;
+    check_targets(
+        a.profile.as_deref(),
+        a.insight.report.as_deref(),
+        !a.insight.describe.is_empty(),
+        false,
+    )?;
     let read = ReadOptions {
         features: a.features.clone(),
         exclude: a.exclude.clone(),
@@ -29,6 +34,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         carry: a.insight.carry(),
     };
     let init = InitChoice::parse(&a.init);
+    let spec = a.insight.spec(a.profile.is_some(), a.metrics, a.seed);
     let job = FitJob {
         inputs: a.inputs.clone(),
         read: read.clone(),
@@ -50,6 +56,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         centroids: a.centroids.clone(),
         model: a.model.clone(),
         train_sample: a.train_sample,
+        insight: spec.clone(),
     };
     let runs = if matches!(init, InitChoice::File(_)) {
         1
@@ -60,59 +67,42 @@ pub fn run(a: &FitArgs) -> Result<()> {
     let run = job::fit(&job, &bar);
     bar.finish();
     let mut run = run?;
-    let asked = a.metrics
-        || a.profile.is_some()
-        || a.insight.report.is_some()
-        || !a.insight.carry().is_empty();
+    let asked = spec.any();
 
+    // Insight streams from the files like the fit did, so it runs whatever the table's size.
     let t3 = Instant::now();
     let mut outputs = std::mem::take(&mut run.outputs);
-    let insight = if asked {
-        let data = run.prepared.rows.in_memory().ok_or_else(|| {
-            Error::Usage(
-                "--profile, --report, --metrics, --describe and --compare-with need the rows in \
-                 memory, and this table exceeds --memory-budget; profile the assignments with \
-                 `lakemeans profile` on a sample, or raise --memory-budget"
-                    .into(),
-            )
-        })?;
-        let files = run.prepared.source.files.clone();
-        let features = run.prepared.source.features.clone();
-        let extras = decode_extras(&run.prepared.carry, &files, &a.insight)?;
-        // Profiles are in input units: the rows as read (one more pass, only when wanted).
-        let raw = if a.profile.is_some() || a.insight.report.is_some() {
-            Some(read_table(&a.inputs, &read)?.data)
-        } else {
-            None
-        };
-        analyse(
-            &Analysis {
-                data,
-                features: &features,
-                files: &files,
-                raw: raw.as_ref(),
-                labels: run.labels(),
-                k: a.k,
-                seed: a.seed,
-                metrics: a.metrics,
-                extras: &extras,
-                insight: &a.insight,
-                profile_path: a.profile.as_deref(),
-                title: title(a.k, &files),
-                facts: vec![
-                    ("scaling".into(), format!("{:?}", a.scale).to_lowercase()),
-                    ("device".into(), run.info.kind.clone()),
-                    (
-                        "inertia (clustered space)".into(),
-                        format!("{:.4e}", run.result.inertia),
-                    ),
-                ],
-            },
-            &mut outputs,
-        )?
-    } else {
-        Default::default()
-    };
+    let p = &run.prepared;
+    let insight = analyse(
+        &Clustered {
+            source: &p.source,
+            labels: run.labels(),
+            k: a.k,
+            rows: Some(p.rows.as_ref()),
+            budget: job.prepare.budget,
+            resident: p.resident,
+            labels_from: None,
+        },
+        &spec,
+    )?;
+    write(
+        &mut outputs,
+        &insight,
+        &InsightOutputs {
+            profile: a.profile.as_deref(),
+            report: a.insight.report.as_deref(),
+            title: title(a.k, &p.source.files),
+            files: &p.source.files,
+            facts: vec![
+                ("scaling".into(), format!("{:?}", a.scale).to_lowercase()),
+                ("device".into(), run.info.kind.clone()),
+                (
+                    "inertia (clustered space)".into(),
+                    format!("{:.4e}", run.result.inertia),
+                ),
+            ],
+        },
+    )?;
     let t_analysis = t3.elapsed().as_secs_f64();
     let t4 = Instant::now();
     outputs.commit()?;

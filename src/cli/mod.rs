@@ -202,7 +202,8 @@ pub struct FitArgs {
 pub struct MemoryArgs {
     /// Memory the rows and per-row state may take, such as 4GiB or 500MB [default: half of
     /// physical memory]. A table whose clustered f32 matrix fits is held in memory; a larger
-    /// one streams every pass from a spill cache on local disk, with the same results.
+    /// one streams every pass from a spill cache on local disk, with the same results (a
+    /// profile's medians then come from histograms, each with its error bound).
     #[arg(long, value_name = "SIZE", value_parser = crate::job::parse_size)]
     pub memory_budget: Option<u64>,
     /// Directory for the spill cache of a streamed fit (the f32 rows; deleted when the run

@@ -6,12 +6,12 @@ use std::time::Instant;
 use clap::Args;
 
 use super::RunArgs;
-use super::profile::{Extras, InsightArgs, decode_extras};
+
 use crate::backend;
 use crate::error::{Error, Result};
 use crate::html;
 use crate::insight::sweep::{Segments, Sweep, sweep};
-use crate::insight::{ExtraValues, silhouette_rows};
+use crate::insight::{ExtraKind, ExtraValues, decode_extra, silhouette_rows};
 use crate::io::{Outputs, ReadOptions, check_target, read_table};
 use crate::kmeans::{self, Init, KMeansParams, Quiet};
 use crate::prep::{ScaleMethod, Scaler};
@@ -130,22 +130,23 @@ pub fn run(a: &SweepArgs) -> Result<()> {
             )));
         }
     };
-    let insight = InsightArgs {
-        describe: Vec::new(),
-        compare_with: a.compare_with.clone(),
-        report: None,
-    };
     let opts = ReadOptions {
         features: a.features.clone(),
         exclude: a.exclude.clone(),
         ids: Vec::new(),
         weight: a.weight.clone(),
         drop_invalid: a.drop_invalid,
-        carry: insight.carry(),
+        carry: a.compare_with.iter().cloned().collect(),
     };
     crate::job::check_in_memory(&a.inputs, &opts, a.memory.budget())?;
     let mut table = read_table(&a.inputs, &opts)?;
-    let Extras { segment, .. } = decode_extras(&table.carry, &table.files, &insight)?;
+    // Decoded right after reading, so that a bad segment column fails before any fit.
+    let file = table.files.first().cloned().unwrap_or_default();
+    let segment = a
+        .compare_with
+        .as_ref()
+        .map(|c| decode_extra(&table.carry, c, ExtraKind::Segment, &file))
+        .transpose()?;
     let scaler = Scaler::fit(a.scale, &table.data);
     table.data = scaler.transform_dataset(&table.data);
     let base = KMeansParams {
@@ -197,16 +198,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
     drop(be);
     let mut out = Outputs::default();
     if let Some(r) = &a.report {
-        let inputs: Vec<String> = table
-            .files
-            .iter()
-            .map(|f| {
-                f.file_name().map_or_else(
-                    || f.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                )
-            })
-            .collect();
+        let inputs = html::file_names(&table.files);
         let title = format!(
             "Choosing k for {}",
             table

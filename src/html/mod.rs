@@ -130,6 +130,19 @@ fn swatch(c: usize) -> String {
     )
 }
 
+/// The input files as a report's header names them: the file names alone.
+pub fn file_names(files: &[std::path::PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| {
+            f.file_name().map_or_else(
+                || f.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// What a cluster report shows beyond the profile itself.
 pub struct ClusterReport<'a> {
     pub title: &'a str,
@@ -182,6 +195,9 @@ pub fn cluster_report(r: &ClusterReport) -> String {
     }
     for (k, v) in &r.facts {
         b += &card(v, k);
+    }
+    if !p.medians.exact {
+        b += &card("approximate", "medians (streamed)");
     }
     b += "</div><ul class=\"glance\">";
     for c in &p.clusters {
@@ -251,7 +267,19 @@ pub fn cluster_report(r: &ClusterReport) -> String {
 
     // Profile table.
     b += "<section><h2>Cluster profiles</h2><p class=\"note\">Weighted mean of each feature in input units, \
-          with the median below it; the tags name the features that distinguish the cluster most.</p><div class=\"scroll\"><table><tr>\
+          with the median below it; the tags name the features that distinguish the cluster most.";
+    if !p.medians.exact {
+        let _ = write!(
+            b,
+            " Medians are approximate: the table exceeded the memory budget, so they come from \
+             {}-bin histograms over each cluster's range, each within its <code>median_error</code> \
+             (in the profile table and JSON) of the exact median, at most 1/{} of that range. \
+             Every other figure is exact.",
+            p.medians.bins.unwrap_or(0),
+            p.medians.bins.unwrap_or(0)
+        );
+    }
+    b += "</p><div class=\"scroll\"><table><tr>\
           <th class=\"t\">Cluster</th><th>Size</th><th>Share</th><th class=\"t\">Distinguishing features</th>";
     for f in &p.features {
         let _ = write!(b, "<th>{}</th>", escape(f));

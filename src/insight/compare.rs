@@ -157,7 +157,16 @@ pub fn compare(
     codes: &[u32],
     segments: &[String],
 ) -> Comparison {
-    let t = Contingency::new(labels, k, codes, segments.len());
+    compare_table(
+        column,
+        &Contingency::new(labels, k, codes, segments.len()),
+        segments,
+    )
+}
+
+/// The comparison behind a crosstab of clusters (rows) and `segments` (columns), however it
+/// was counted: row by row in memory, or tallied as the rows streamed past.
+pub fn compare_table(column: &str, t: &Contingency, segments: &[String]) -> Comparison {
     let cluster_sizes = t.row_sums();
     let seg_sizes = t.col_sums();
     let segment_homes = (0..t.cols)
@@ -188,8 +197,8 @@ pub fn compare(
         .collect();
     Comparison {
         column: column.to_string(),
-        ari: adjusted_rand(&t),
-        nmi: normalized_mutual_info(&t),
+        ari: adjusted_rand(t),
+        nmi: normalized_mutual_info(t),
         segments: segments.to_vec(),
         crosstab: (0..t.rows)
             .map(|r| t.counts[r * t.cols..(r + 1) * t.cols].to_vec())

@@ -8,7 +8,8 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Rows, slab_blocks};
+use crate::error::Result;
 
 /// Rows per block of the parallel passes; fixed, so reductions do not depend on threads.
 const BLOCK: usize = 16 * 1024;
@@ -26,35 +27,40 @@ pub struct Quality {
     pub davies_bouldin: Option<f64>,
 }
 
-/// Every metric for one labelling, with the silhouette on the rows `sample`.
-pub fn quality(data: &Dataset, labels: &[u32], k: usize, sample: &[usize]) -> Quality {
-    let sil = silhouette_many(data, sample, &[(labels, k)]);
-    Quality {
+/// Every metric for one labelling, with the silhouette on the rows `sample`. The rows may be
+/// in memory or streamed: the silhouette needs only the sample, and the two indices take two
+/// passes (cluster means, then distances to them).
+pub fn quality(data: &dyn Rows, labels: &[u32], k: usize, sample: &[usize]) -> Result<Quality> {
+    let sub = subset(data, sample)?;
+    let local: Vec<usize> = (0..sample.len()).collect();
+    let sampled: Vec<u32> = sample.iter().map(|&r| labels[r]).collect();
+    let sil = silhouette_many(&sub, &local, &[(&sampled, k)]);
+    let (ch, db) = indices(data, labels, k)?;
+    Ok(Quality {
         silhouette: sil.first().copied().flatten(),
         silhouette_rows: sample.len(),
-        calinski_harabasz: calinski_harabasz(data, labels, k),
-        davies_bouldin: davies_bouldin(data, labels, k),
-    }
+        calinski_harabasz: ch,
+        davies_bouldin: db,
+    })
 }
 
-/// The rows `rows` of `data` as one dense f64 matrix.
-pub fn gather(data: &Dataset, rows: &[usize]) -> Vec<f64> {
-    let d = data.dim();
-    let mut out = Vec::with_capacity(rows.len() * d);
-    // Rows are sorted in every caller, but do not rely on it: walk batches per row.
-    let mut starts = Vec::with_capacity(data.batches().len());
-    let mut s = 0;
-    for b in data.batches() {
-        starts.push(s);
-        s += b.rows(d);
-    }
-    for &r in rows {
-        let bi = starts.partition_point(|&st| st <= r) - 1;
-        let b = &data.batches()[bi];
-        let i = r - starts[bi];
-        out.extend(b.values[i * d..(i + 1) * d].iter().map(|&v| v as f64));
-    }
-    out
+/// The rows `rows` of `data` as one dense f64 matrix, in the order given.
+pub fn gather(data: &dyn Rows, rows: &[usize]) -> Result<Vec<f64>> {
+    Ok(data
+        .gather(rows)?
+        .into_iter()
+        .flat_map(|(v, _)| v.into_iter().map(f64::from))
+        .collect())
+}
+
+/// The rows `rows` of `data` as a dataset of their own (weights dropped).
+pub fn subset(data: &dyn Rows, rows: &[usize]) -> Result<Dataset> {
+    let v: Vec<f32> = data
+        .gather(rows)?
+        .into_iter()
+        .flat_map(|(v, _)| v)
+        .collect();
+    Ok(Dataset::from_rows(data.dim(), v, None))
 }
 
 /// Mean silhouette coefficient of several labellings of the same rows at once, each given as
@@ -70,7 +76,10 @@ pub fn silhouette_many(
 ) -> Vec<Option<f64>> {
     let d = data.dim();
     let s = sample.len();
-    let x = gather(data, sample);
+    let x: Vec<f64> = sample
+        .iter()
+        .flat_map(|&r| data.row(r).iter().map(|&v| v as f64))
+        .collect();
     // Per labelling: labels of the sample rows, cluster sizes in the sample.
     let labs: Vec<Vec<u32>> = labelings
         .iter()
@@ -153,39 +162,52 @@ pub fn silhouette_many(
         .collect()
 }
 
-/// Per-cluster member counts and coordinate sums (f64), reduced over fixed blocks in order.
-fn cluster_sums(data: &Dataset, labels: &[u32], k: usize) -> (Vec<u64>, Vec<f64>) {
+/// Maps every fixed block of [`BLOCK`] rows (given the global index of its first row and its
+/// values) and folds the results in row order, one slab at a time: one pass over the rows,
+/// reduced the same way whatever the thread count and wherever the rows live.
+fn fold_blocks<T: Send>(
+    data: &dyn Rows,
+    map: impl Fn(usize, &[f32]) -> T + Sync,
+    mut fold: impl FnMut(T),
+) -> Result<()> {
     let d = data.dim();
-    let parts: Vec<(Vec<u64>, Vec<f64>)> = data
-        .blocks(BLOCK)
-        .par_iter()
-        .map(|blk| {
-            let (x, _) = data.block_view(blk);
+    data.scan(&mut |start, slab| {
+        let parts: Vec<T> = slab_blocks(start, slab.rows(d), BLOCK)
+            .par_iter()
+            .map(|b| map(b.global, &slab.values[b.start * d..(b.start + b.len) * d]))
+            .collect();
+        parts.into_iter().for_each(&mut fold);
+        Ok(())
+    })
+}
+
+/// Per-cluster member counts and means (`None` for an empty cluster).
+type Means = (Vec<u64>, Vec<Option<Vec<f64>>>);
+
+/// Per-cluster member counts and means, from f64 sums.
+fn cluster_means(data: &dyn Rows, labels: &[u32], k: usize) -> Result<Means> {
+    let d = data.dim();
+    let mut n = vec![0u64; k];
+    let mut s = vec![0.0f64; k * d];
+    fold_blocks(
+        data,
+        |global, x| {
             let mut n = vec![0u64; k];
             let mut s = vec![0.0f64; k * d];
             for (r, row) in x.chunks_exact(d).enumerate() {
-                let c = labels[blk.global + r] as usize;
+                let c = labels[global + r] as usize;
                 n[c] += 1;
                 for (a, &v) in s[c * d..(c + 1) * d].iter_mut().zip(row) {
                     *a += v as f64;
                 }
             }
             (n, s)
-        })
-        .collect();
-    let mut n = vec![0u64; k];
-    let mut s = vec![0.0f64; k * d];
-    for (pn, ps) in parts {
-        n.iter_mut().zip(pn).for_each(|(a, b)| *a += b);
-        s.iter_mut().zip(ps).for_each(|(a, b)| *a += b);
-    }
-    (n, s)
-}
-
-/// Per-cluster means; `None` for an empty cluster.
-fn cluster_means(data: &Dataset, labels: &[u32], k: usize) -> (Vec<u64>, Vec<Option<Vec<f64>>>) {
-    let d = data.dim();
-    let (n, s) = cluster_sums(data, labels, k);
+        },
+        |(pn, ps)| {
+            n.iter_mut().zip(pn).for_each(|(a, b)| *a += b);
+            s.iter_mut().zip(ps).for_each(|(a, b)| *a += b);
+        },
+    )?;
     let means = (0..k)
         .map(|c| {
             (n[c] > 0).then(|| {
@@ -196,51 +218,7 @@ fn cluster_means(data: &Dataset, labels: &[u32], k: usize) -> (Vec<u64>, Vec<Opt
             })
         })
         .collect();
-    (n, means)
-}
-
-/// Sums over fixed blocks in order of `f(row, label)`.
-fn sum_rows(data: &Dataset, labels: &[u32], f: impl Fn(&[f32], usize) -> f64 + Sync) -> f64 {
-    let d = data.dim();
-    let parts: Vec<f64> = data
-        .blocks(BLOCK)
-        .par_iter()
-        .map(|blk| {
-            let (x, _) = data.block_view(blk);
-            x.chunks_exact(d)
-                .enumerate()
-                .map(|(r, row)| f(row, labels[blk.global + r] as usize))
-                .sum()
-        })
-        .collect();
-    parts.iter().sum()
-}
-
-fn per_cluster_rows(
-    data: &Dataset,
-    labels: &[u32],
-    k: usize,
-    f: impl Fn(&[f32], usize) -> f64 + Sync,
-) -> Vec<f64> {
-    let d = data.dim();
-    let parts: Vec<Vec<f64>> = data
-        .blocks(BLOCK)
-        .par_iter()
-        .map(|blk| {
-            let (x, _) = data.block_view(blk);
-            let mut acc = vec![0.0f64; k];
-            for (r, row) in x.chunks_exact(d).enumerate() {
-                let c = labels[blk.global + r] as usize;
-                acc[c] += f(row, c);
-            }
-            acc
-        })
-        .collect();
-    let mut acc = vec![0.0f64; k];
-    for p in parts {
-        acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
-    acc
+    Ok((n, means))
 }
 
 fn sq_dist(row: &[f32], c: &[f64]) -> f64 {
@@ -253,15 +231,72 @@ fn sq_dist(row: &[f32], c: &[f64]) -> f64 {
         .sum()
 }
 
-/// Calinski–Harabasz index (variance ratio criterion).
-pub fn calinski_harabasz(data: &Dataset, labels: &[u32], k: usize) -> Option<f64> {
+/// What both indices need: cluster sizes and means, then in one more pass the total squared
+/// distance of the rows to their cluster mean and, per cluster, the sum of the distances.
+struct Spread {
+    sizes: Vec<u64>,
+    means: Vec<Option<Vec<f64>>>,
+    within: f64,
+    dist_sums: Vec<f64>,
+}
+
+fn spread(data: &dyn Rows, labels: &[u32], k: usize) -> Result<Spread> {
+    let d = data.dim();
+    let (sizes, means) = cluster_means(data, labels, k)?;
+    let mut within = 0.0f64;
+    let mut dist_sums = vec![0.0f64; k];
+    fold_blocks(
+        data,
+        |global, x| {
+            let mut sq = 0.0f64;
+            let mut acc = vec![0.0f64; k];
+            for (r, row) in x.chunks_exact(d).enumerate() {
+                let c = labels[global + r] as usize;
+                if let Some(m) = &means[c] {
+                    let q = sq_dist(row, m);
+                    sq += q;
+                    acc[c] += q.sqrt();
+                }
+            }
+            (sq, acc)
+        },
+        |(sq, acc)| {
+            within += sq;
+            dist_sums.iter_mut().zip(acc).for_each(|(a, b)| *a += b);
+        },
+    )?;
+    Ok(Spread {
+        sizes,
+        means,
+        within,
+        dist_sums,
+    })
+}
+
+/// Calinski–Harabasz and Davies–Bouldin indices of one labelling, in two passes.
+pub fn indices(data: &dyn Rows, labels: &[u32], k: usize) -> Result<(Option<f64>, Option<f64>)> {
+    let s = spread(data, labels, k)?;
     let n = data.rows();
-    let (sizes, means) = cluster_means(data, labels, k);
+    Ok((calinski_harabasz_of(&s, n), davies_bouldin_of(&s, n)))
+}
+
+/// Calinski–Harabasz index (variance ratio criterion).
+pub fn calinski_harabasz(data: &dyn Rows, labels: &[u32], k: usize) -> Result<Option<f64>> {
+    Ok(indices(data, labels, k)?.0)
+}
+
+/// Davies–Bouldin index.
+pub fn davies_bouldin(data: &dyn Rows, labels: &[u32], k: usize) -> Result<Option<f64>> {
+    Ok(indices(data, labels, k)?.1)
+}
+
+fn calinski_harabasz_of(s: &Spread, n: usize) -> Option<f64> {
+    let (sizes, means) = (&s.sizes, &s.means);
     let present = sizes.iter().filter(|&&s| s > 0).count();
     if present < 2 || present >= n {
         return None;
     }
-    let d = data.dim();
+    let d = means.iter().flatten().next().map_or(0, Vec::len);
     let mut mean = vec![0.0f64; d];
     for (c, m) in means.iter().enumerate() {
         if let Some(m) = m {
@@ -281,33 +316,26 @@ pub fn calinski_harabasz(data: &Dataset, labels: &[u32], k: usize) -> Option<f64
             })
         })
         .sum();
-    let intra = sum_rows(data, labels, |row, c| match &means[c] {
-        Some(m) => sq_dist(row, m),
-        None => 0.0,
-    });
-    if intra == 0.0 {
+    if s.within == 0.0 {
         return Some(1.0);
     }
-    Some(extra * (n - present) as f64 / (intra * (present - 1) as f64))
+    Some(extra * (n - present) as f64 / (s.within * (present - 1) as f64))
 }
 
-/// Davies–Bouldin index.
-pub fn davies_bouldin(data: &Dataset, labels: &[u32], k: usize) -> Option<f64> {
-    let n = data.rows();
-    let (sizes, means) = cluster_means(data, labels, k);
-    let present: Vec<usize> = (0..k).filter(|&c| sizes[c] > 0).collect();
+fn davies_bouldin_of(s: &Spread, n: usize) -> Option<f64> {
+    let k = s.sizes.len();
+    let present: Vec<usize> = (0..k).filter(|&c| s.sizes[c] > 0).collect();
     if present.len() < 2 || present.len() >= n {
         return None;
     }
-    let dist_sums = per_cluster_rows(data, labels, k, |row, c| match &means[c] {
-        Some(m) => sq_dist(row, m).sqrt(),
-        None => 0.0,
-    });
     let intra: Vec<f64> = present
         .iter()
-        .map(|&c| dist_sums[c] / sizes[c] as f64)
+        .map(|&c| s.dist_sums[c] / s.sizes[c] as f64)
         .collect();
-    let cent: Vec<&Vec<f64>> = present.iter().filter_map(|&c| means[c].as_ref()).collect();
+    let cent: Vec<&Vec<f64>> = present
+        .iter()
+        .filter_map(|&c| s.means[c].as_ref())
+        .collect();
     let m = present.len();
     let mut cd = vec![0.0f64; m * m];
     for i in 0..m {
@@ -348,7 +376,7 @@ mod tests {
     fn two_tight_pairs_score_well() {
         let data = Dataset::from_rows(1, vec![0.0, 1.0, 10.0, 11.0], None);
         let labels = [0, 0, 1, 1];
-        let q = quality(&data, &labels, 2, &[0, 1, 2, 3]);
+        let q = quality(&data, &labels, 2, &[0, 1, 2, 3]).unwrap();
         // a = 1, b = mean(10, 11) = 10.5 for row 0, etc.
         let s0 = (10.5 - 1.0) / 10.5;
         let s1 = (9.5 - 1.0) / 9.5;
@@ -363,7 +391,7 @@ mod tests {
     #[test]
     fn one_cluster_has_no_score() {
         let data = Dataset::from_rows(1, vec![0.0, 1.0, 2.0], None);
-        let q = quality(&data, &[0, 0, 0], 2, &[0, 1, 2]);
+        let q = quality(&data, &[0, 0, 0], 2, &[0, 1, 2]).unwrap();
         assert_eq!(q.silhouette, None);
         assert_eq!(q.calinski_harabasz, None);
         assert_eq!(q.davies_bouldin, None);

@@ -6,11 +6,17 @@
 //! by the reader. Results are deterministic: samples come from the seeded [`crate::rng::Rng`]
 //! and every reduction runs in a fixed order.
 
+pub mod analysis;
+pub mod builder;
 pub mod compare;
 pub mod metrics;
 pub mod pca;
 pub mod profile;
+pub mod sketch;
+pub mod summary;
 pub mod sweep;
+
+pub use analysis::{Clustered, Insight, InsightOutputs, InsightSpec, analyse};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -102,6 +108,136 @@ pub enum ExtraKind {
     Segment,
 }
 
+/// Whether extra column `name` of type `dtype` is read as numbers (`true`) or as categories,
+/// or why it cannot serve as asked. `file` names the input in error messages. Decided from the
+/// schema alone, so a bad column fails before any row is read.
+pub fn extra_is_numeric(
+    dtype: &DataType,
+    name: &str,
+    kind: ExtraKind,
+    file: &Path,
+) -> Result<bool> {
+    if kind == ExtraKind::Segment
+        && (dtype.is_floating()
+            || matches!(dtype, DataType::Decimal128(..) | DataType::Decimal256(..)))
+    {
+        return Err(Error::input(
+            file,
+            format!(
+                "--compare-with column '{name}' is {dtype}; a segment label must be a string, \
+                 dictionary, boolean or integer column"
+            ),
+        ));
+    }
+    Ok(dtype.is_numeric() && kind == ExtraKind::Describe)
+}
+
+/// The values of a numeric extra column as f64; NaN marks a null.
+pub fn numeric_values(col: &dyn Array, name: &str, file: &Path) -> Result<Vec<f64>> {
+    let cast = arrow_cast::cast(col, &DataType::Float64).map_err(|e| {
+        Error::input(
+            file,
+            format!("column '{name}' cannot be read as numbers ({e})"),
+        )
+    })?;
+    let a = cast.as_primitive::<Float64Type>();
+    Ok((0..a.len())
+        .map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) })
+        .collect())
+}
+
+/// Category codes handed out in order of first appearance, so that a column can be coded
+/// batch by batch as it streams past; [`LevelIndex::natural_order`] then gives the order
+/// people expect, whatever order the rows came in.
+#[derive(Debug, Clone, Default)]
+pub struct LevelIndex {
+    index: HashMap<String, u32>,
+    levels: Vec<String>,
+    null_code: Option<u32>,
+}
+
+impl LevelIndex {
+    /// Codes of every value of `col` (cast to text), new levels added as they appear.
+    pub fn codes(&mut self, col: &dyn Array, name: &str, file: &Path) -> Result<Vec<u32>> {
+        let cast = arrow_cast::cast(col, &DataType::Utf8).map_err(|e| {
+            Error::input(
+                file,
+                format!(
+                    "column '{name}' ({}) cannot be read as categories ({e})",
+                    col.data_type()
+                ),
+            )
+        })?;
+        let a = cast.as_string::<i32>();
+        let mut out = Vec::with_capacity(a.len());
+        for i in 0..a.len() {
+            let code = if a.is_null(i) {
+                match self.null_code {
+                    Some(c) => c,
+                    None => {
+                        self.levels.push(NULL_LEVEL.to_string());
+                        let c = (self.levels.len() - 1) as u32;
+                        self.null_code = Some(c);
+                        c
+                    }
+                }
+            } else {
+                let s = a.value(i);
+                match self.index.get(s) {
+                    Some(&c) => c,
+                    None => {
+                        let c = self.levels.len() as u32;
+                        self.levels.push(s.to_string());
+                        self.index.insert(s.to_string(), c);
+                        c
+                    }
+                }
+            };
+            out.push(code);
+        }
+        Ok(out)
+    }
+
+    /// Levels seen so far.
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// The levels in natural order (numerically when every level is an integer, otherwise by
+    /// text; null last), and for each code its position in that order.
+    pub fn natural_order(&self) -> (Vec<String>, Vec<u32>) {
+        let mut order: Vec<u32> = (0..self.levels.len() as u32).collect();
+        let all_int = self.index.keys().all(|s| s.parse::<i64>().is_ok());
+        order.sort_by(|&a, &b| {
+            let (sa, sb) = (&self.levels[a as usize], &self.levels[b as usize]);
+            let na = Some(a) == self.null_code;
+            let nb = Some(b) == self.null_code;
+            na.cmp(&nb).then_with(|| {
+                if all_int {
+                    let ia = sa.parse::<i64>().unwrap_or(i64::MAX);
+                    let ib = sb.parse::<i64>().unwrap_or(i64::MAX);
+                    ia.cmp(&ib)
+                } else {
+                    sa.cmp(sb)
+                }
+            })
+        });
+        let mut remap = vec![0u32; self.levels.len()];
+        for (new, &old) in order.iter().enumerate() {
+            remap[old as usize] = new as u32;
+        }
+        let levels = order
+            .iter()
+            .map(|&o| self.levels[o as usize].clone())
+            .collect();
+        (levels, remap)
+    }
+}
+
 /// Decodes column `name` of the carried batches (as the reader keeps them, aligned with the
 /// kept rows). `file` names the input in error messages.
 pub fn decode_extra(
@@ -122,97 +258,25 @@ pub fn decode_extra(
         Some(c) => c.data_type().clone(),
         None => DataType::Utf8,
     };
-    let numeric = dtype.is_numeric();
-    if kind == ExtraKind::Segment
-        && (dtype.is_floating()
-            || matches!(dtype, DataType::Decimal128(..) | DataType::Decimal256(..)))
-    {
-        return Err(Error::input(
-            file,
-            format!(
-                "--compare-with column '{name}' is {dtype}; a segment label must be a string, \
-                 dictionary, boolean or integer column"
-            ),
-        ));
-    }
-    if numeric && kind == ExtraKind::Describe {
+    if extra_is_numeric(&dtype, name, kind, file)? {
         let mut v = Vec::new();
         for c in cols {
-            let cast = arrow_cast::cast(c, &DataType::Float64).map_err(|e| {
-                Error::input(
-                    file,
-                    format!("column '{name}' cannot be read as numbers ({e})"),
-                )
-            })?;
-            let a = cast.as_primitive::<Float64Type>();
-            v.extend((0..a.len()).map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) }));
+            v.extend(numeric_values(c, name, file)?);
         }
         return Ok(Extra {
             name: name.to_string(),
             values: ExtraValues::Numeric(v),
         });
     }
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut raw_levels: Vec<String> = Vec::new();
+    let mut index = LevelIndex::default();
     let mut codes = Vec::new();
-    let mut null_code = None;
     for c in cols {
-        let cast = arrow_cast::cast(c, &DataType::Utf8).map_err(|e| {
-            Error::input(
-                file,
-                format!("column '{name}' ({dtype}) cannot be read as categories ({e})"),
-            )
-        })?;
-        let a = cast.as_string::<i32>();
-        for i in 0..a.len() {
-            let code = if a.is_null(i) {
-                *null_code.get_or_insert_with(|| {
-                    raw_levels.push(NULL_LEVEL.to_string());
-                    (raw_levels.len() - 1) as u32
-                })
-            } else {
-                let s = a.value(i);
-                match index.get(s) {
-                    Some(&c) => c,
-                    None => {
-                        let c = raw_levels.len() as u32;
-                        raw_levels.push(s.to_string());
-                        index.insert(s.to_string(), c);
-                        c
-                    }
-                }
-            };
-            codes.push(code);
-        }
+        codes.extend(index.codes(c, name, file)?);
     }
-    // Natural order: numerically when every level is an integer, otherwise by text; null last.
-    let mut order: Vec<u32> = (0..raw_levels.len() as u32).collect();
-    let all_int = index.keys().all(|s| s.parse::<i64>().is_ok());
-    order.sort_by(|&a, &b| {
-        let (sa, sb) = (&raw_levels[a as usize], &raw_levels[b as usize]);
-        let na = Some(a) == null_code;
-        let nb = Some(b) == null_code;
-        na.cmp(&nb).then_with(|| {
-            if all_int {
-                let ia = sa.parse::<i64>().unwrap_or(i64::MAX);
-                let ib = sb.parse::<i64>().unwrap_or(i64::MAX);
-                ia.cmp(&ib)
-            } else {
-                sa.cmp(sb)
-            }
-        })
-    });
-    let mut remap = vec![0u32; raw_levels.len()];
-    for (new, &old) in order.iter().enumerate() {
-        remap[old as usize] = new as u32;
-    }
+    let (levels, remap) = index.natural_order();
     for c in &mut codes {
         *c = remap[*c as usize];
     }
-    let levels = order
-        .iter()
-        .map(|&o| raw_levels[o as usize].clone())
-        .collect();
     Ok(Extra {
         name: name.to_string(),
         values: ExtraValues::Categorical { codes, levels },
@@ -227,12 +291,23 @@ pub fn cap_levels(
     weights: Option<&[f32]>,
     max: usize,
 ) -> (Vec<u32>, Vec<String>) {
-    if levels.len() <= max || max < 2 {
-        return (codes.to_vec(), levels.to_vec());
-    }
     let mut mass = vec![0.0f64; levels.len()];
     for (i, &c) in codes.iter().enumerate() {
         mass[c as usize] += weights.map_or(1.0, |w| w[i] as f64);
+    }
+    let (remap, new_levels) = fold_levels(&mass, levels, max);
+    (
+        codes.iter().map(|&c| remap[c as usize]).collect(),
+        new_levels,
+    )
+}
+
+/// The plan behind [`cap_levels`], from each level's total weight `mass`: the new code of
+/// every level and the new levels. Tallies made level by level (as a streamed profile makes
+/// them) fold with the same plan as codes held row by row.
+pub fn fold_levels(mass: &[f64], levels: &[String], max: usize) -> (Vec<u32>, Vec<String>) {
+    if levels.len() <= max || max < 2 {
+        return ((0..levels.len() as u32).collect(), levels.to_vec());
     }
     let mut by_mass: Vec<usize> = (0..levels.len()).collect();
     by_mass.sort_by(|&a, &b| mass[b].total_cmp(&mass[a]).then(a.cmp(&b)));
@@ -245,10 +320,7 @@ pub fn cap_levels(
     }
     let mut new_levels: Vec<String> = kept.iter().map(|&o| levels[o].clone()).collect();
     new_levels.push(OTHER_LEVEL.to_string());
-    (
-        codes.iter().map(|&c| remap[c as usize]).collect(),
-        new_levels,
-    )
+    (remap, new_levels)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use super::metrics::gather;
-use crate::data::Dataset;
+use crate::data::Rows;
+use crate::error::Result;
 
 /// Sample rows projected on the first two principal components of the sample.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,11 +89,12 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
     (values, vectors)
 }
 
-/// Projects the rows `sample` of `data` (clustered space) on their first two components.
-pub fn project(data: &Dataset, labels: &[u32], k: usize, sample: &[usize]) -> Projection {
+/// Projects the rows `sample` of `data` (clustered space, in memory or streamed) on their
+/// first two components. Only the sample is read, so a table of any size costs the same.
+pub fn project(data: &dyn Rows, labels: &[u32], k: usize, sample: &[usize]) -> Result<Projection> {
     let d = data.dim();
     let s = sample.len().max(1);
-    let x = gather(data, sample);
+    let x = gather(data, sample)?;
     let mut mean = vec![0.0f64; d];
     for row in x.chunks_exact(d) {
         mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
@@ -150,12 +152,12 @@ pub fn project(data: &Dataset, labels: &[u32], k: usize, sample: &[usize]) -> Pr
             0.0
         }
     };
-    Projection {
+    Ok(Projection {
         points,
         labels: lab,
         centers,
         explained: [ratio(0), ratio(1)],
-    }
+    })
 }
 
 #[cfg(test)]
@@ -174,8 +176,9 @@ mod tests {
 
     #[test]
     fn a_line_is_all_first_component() {
-        let data = Dataset::from_rows(2, vec![0.0, 0.0, 1.0, 2.0, 2.0, 4.0, 3.0, 6.0], None);
-        let p = project(&data, &[0, 0, 1, 1], 2, &[0, 1, 2, 3]);
+        let data =
+            crate::data::Dataset::from_rows(2, vec![0.0, 0.0, 1.0, 2.0, 2.0, 4.0, 3.0, 6.0], None);
+        let p = project(&data, &[0, 0, 1, 1], 2, &[0, 1, 2, 3]).unwrap();
         assert!((p.explained[0] - 1.0).abs() < 1e-9);
         assert!(p.points.iter().all(|q| q[1].abs() < 1e-9));
     }

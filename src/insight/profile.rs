@@ -6,17 +6,24 @@
 //! (lift); the features that set the cluster apart most, each high or low; and a one-line
 //! description built from them. Extra columns can be described too: numeric ones like the
 //! features, categorical ones as per-cluster category shares.
+//!
+//! Counts, weights, means, standard deviations, minima and maxima are exact (see
+//! [`super::summary`]). Medians are exact when the rows fit in memory and otherwise come from
+//! a streaming sketch whose error bound is reported beside every median ([`super::sketch`]);
+//! [`Profile::medians`] says which.
 
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use rayon::prelude::*;
 use serde::Serialize;
 
+use super::builder::{Columns, ProfileBuilder};
 use super::compare::Comparison;
 use super::metrics::Quality;
-use super::{Extra, ExtraValues, cap_levels};
+use super::sketch::{BINS, Estimate};
+use super::summary::Summary;
+use super::{Extra, ExtraValues};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
@@ -30,7 +37,7 @@ pub const NOTABLE_Z: f64 = 0.2;
 /// Categories shown per described column at most; the rest are folded into "(other)".
 pub const MAX_LEVELS: usize = 25;
 
-/// Weighted mean and median of one column within one cluster, against the population.
+/// Weighted statistics of one column within one cluster, against the population.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NumericStat {
     pub name: String,
@@ -38,6 +45,13 @@ pub struct NumericStat {
     pub rows: u64,
     pub mean: Option<f64>,
     pub median: Option<f64>,
+    /// Bound on |median − exact median| when the median is approximate ([`Profile::medians`]);
+    /// `None` when it is exact.
+    pub median_error: Option<f64>,
+    /// Weighted standard deviation within the cluster (divisor: the cluster's weight).
+    pub sd: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
     /// (cluster mean − population mean) / population standard deviation.
     pub z: Option<f64>,
     /// Cluster mean / population mean.
@@ -51,8 +65,53 @@ pub struct PopulationStat {
     pub rows: u64,
     pub mean: Option<f64>,
     pub median: Option<f64>,
+    /// Bound on |median − exact median| when approximate; `None` when exact.
+    pub median_error: Option<f64>,
     /// Weighted population standard deviation (divisor: total weight).
     pub sd: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// How the medians of a profile were found: which are approximate, and how far off they can
+/// be. Everything else in a profile is exact.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MedianMethod {
+    /// Every median exact.
+    pub exact: bool,
+    /// `sorted`: every value of each cluster sorted in memory. `histogram`: the rows did not
+    /// fit the memory budget, so a second streamed pass filled fixed-bin histograms over each
+    /// cluster's exact range.
+    pub method: &'static str,
+    /// Bins per histogram (`histogram` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bins: Option<usize>,
+    /// The guarantee, in words.
+    pub bound: String,
+}
+
+impl MedianMethod {
+    pub fn exact() -> Self {
+        MedianMethod {
+            exact: true,
+            method: "sorted",
+            bins: None,
+            bound: "exact".into(),
+        }
+    }
+
+    pub fn histogram() -> Self {
+        MedianMethod {
+            exact: false,
+            method: "histogram",
+            bins: Some(BINS),
+            bound: format!(
+                "approximate: each median is within its median_error of the exact weighted \
+                 median, and median_error is at most (max - min) / {BINS} of that cluster's (or \
+                 the population's) values of the column; 0 means exact"
+            ),
+        }
+    }
 }
 
 /// A category's weighted share within a cluster, against the population.
@@ -107,6 +166,8 @@ pub struct Profile {
     pub population: Vec<PopulationStat>,
     pub described_population: Vec<PopulationStat>,
     pub clusters: Vec<ClusterProfile>,
+    /// Whether the medians are exact, and their bound when they are not.
+    pub medians: MedianMethod,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Quality>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,14 +186,34 @@ pub struct ProfileInput<'a> {
     pub describe: &'a [Extra],
 }
 
-/// A categorical column tallied: name, levels, per-cluster (weight, rows) per level, and the
-/// population's weight per level.
-type Categorical = (String, Vec<String>, Vec<Vec<(f64, u64)>>, Vec<f64>);
+/// The statistics of one numeric column, per cluster and for the population, as a builder
+/// finishes them.
+pub(crate) struct ColumnStats {
+    pub name: String,
+    pub clusters: Vec<(Summary, Option<Estimate>)>,
+    pub pop: (Summary, Option<Estimate>),
+}
 
-/// Statistics of one numeric column: per cluster, and for the population.
-struct ColumnStats {
-    clusters: Vec<(u64, Option<f64>, Option<f64>)>,
-    pop: PopulationStat,
+/// One categorical column tallied, levels in their final order: per cluster and level the
+/// weight and rows, and the population's weight per level.
+pub(crate) struct CategoryStats {
+    pub name: String,
+    pub levels: Vec<String>,
+    pub cells: Vec<Vec<(f64, u64)>>,
+    pub pop: Vec<f64>,
+}
+
+/// Everything a profile is assembled from.
+pub(crate) struct Parts {
+    pub k: usize,
+    pub rows: usize,
+    pub weighted: bool,
+    pub sizes: Vec<u64>,
+    pub cluster_weights: Vec<f64>,
+    pub features: Vec<ColumnStats>,
+    pub described: Vec<ColumnStats>,
+    pub categories: Vec<CategoryStats>,
+    pub medians: MedianMethod,
 }
 
 /// The weighted median of `(value, weight)` pairs sorted by value: the first value where the
@@ -159,72 +240,49 @@ pub fn weighted_median(sorted: &[(f64, f64)]) -> Option<f64> {
     sorted.last().map(|p| p.0)
 }
 
-fn column_stats(
+fn population_stat(
     name: &str,
-    values: &[f64],
-    labels: &[u32],
-    k: usize,
-    weights: Option<&[f32]>,
-) -> ColumnStats {
-    let w = |i: usize| weights.map_or(1.0, |w| w[i] as f64);
-    let mut per: Vec<Vec<(f64, f64)>> = vec![Vec::new(); k];
-    let mut all: Vec<(f64, f64)> = Vec::with_capacity(values.len());
-    for (i, &v) in values.iter().enumerate() {
-        if v.is_nan() {
-            continue;
-        }
-        per[labels[i] as usize].push((v, w(i)));
-        all.push((v, w(i)));
-    }
-    let mean = |xs: &[(f64, f64)]| {
-        let tw: f64 = xs.iter().map(|p| p.1).sum();
-        (tw > 0.0).then(|| xs.iter().map(|p| p.0 * p.1).sum::<f64>() / tw)
-    };
-    let pop_mean = mean(&all);
-    let pop_sd = pop_mean.map(|m| {
-        let tw: f64 = all.iter().map(|p| p.1).sum();
-        (all.iter().map(|p| p.1 * (p.0 - m) * (p.0 - m)).sum::<f64>() / tw).sqrt()
-    });
-    let clusters = per
-        .iter_mut()
-        .map(|xs| {
-            let m = mean(xs);
-            xs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            (xs.len() as u64, m, weighted_median(xs))
-        })
-        .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    ColumnStats {
-        clusters,
-        pop: PopulationStat {
-            name: name.to_string(),
-            rows: all.len() as u64,
-            mean: pop_mean,
-            median: weighted_median(&all),
-            sd: pop_sd,
-        },
+    s: &Summary,
+    median: Option<Estimate>,
+    exact: bool,
+) -> PopulationStat {
+    PopulationStat {
+        name: name.to_string(),
+        rows: s.rows,
+        mean: s.mean(),
+        median: median.map(|e| e.value),
+        median_error: median.filter(|_| !exact).map(|e| e.bound),
+        sd: s.sd(),
+        min: s.min(),
+        max: s.max(),
     }
 }
 
 fn numeric_stat(
     name: &str,
-    c: &(u64, Option<f64>, Option<f64>),
+    c: &(Summary, Option<Estimate>),
     pop: &PopulationStat,
+    exact: bool,
 ) -> NumericStat {
-    let z = match (c.1, pop.mean, pop.sd) {
+    let mean = c.0.mean();
+    let z = match (mean, pop.mean, pop.sd) {
         (Some(m), Some(pm), Some(sd)) if sd > 0.0 => Some((m - pm) / sd),
         (Some(_), Some(_), Some(_)) => Some(0.0),
         _ => None,
     };
-    let lift = match (c.1, pop.mean) {
+    let lift = match (mean, pop.mean) {
         (Some(m), Some(pm)) if pm != 0.0 => Some(m / pm),
         _ => None,
     };
     NumericStat {
         name: name.to_string(),
-        rows: c.0,
-        mean: c.1,
-        median: c.2,
+        rows: c.0.rows,
+        mean,
+        median: c.1.map(|e| e.value),
+        median_error: c.1.filter(|_| !exact).map(|e| e.bound),
+        sd: c.0.sd(),
+        min: c.0.min(),
+        max: c.0.max(),
         z,
         lift,
     }
@@ -265,123 +323,81 @@ pub fn distinguishing(features: &[NumericStat]) -> (Vec<Distinguishing>, String)
     (picked, description)
 }
 
-/// Computes the profile of every cluster.
-pub fn profile(input: &ProfileInput) -> Profile {
-    let data = input.data;
-    let (d, k, n) = (data.dim(), input.k, data.rows());
-    let weights: Option<Vec<f32>> = data.is_weighted().then(|| {
-        data.batches()
-            .iter()
-            .flat_map(|b| b.weights.iter().flatten().copied())
-            .collect()
-    });
-    let wts = weights.as_deref();
-    let w = |i: usize| wts.map_or(1.0, |w| w[i] as f64);
-    let mut sizes = vec![0u64; k];
-    let mut cw = vec![0.0f64; k];
-    for (i, &l) in input.labels.iter().enumerate() {
-        sizes[l as usize] += 1;
-        cw[l as usize] += w(i);
-    }
-    let total_weight: f64 = cw.iter().sum();
-
-    let feature_stats: Vec<ColumnStats> = (0..d)
-        .into_par_iter()
-        .map(|j| {
-            let vals: Vec<f64> = data
-                .batches()
-                .iter()
-                .flat_map(|b| b.values.chunks_exact(d).map(move |r| r[j] as f64))
-                .collect();
-            column_stats(&input.features[j], &vals, input.labels, k, wts)
-        })
-        .collect();
-    let numeric_extras: Vec<(&str, ColumnStats)> = input
-        .describe
+/// The shares of one categorical column within cluster `c`.
+fn category_profile(cat: &CategoryStats, c: usize, cluster_weight: f64) -> CategoryProfile {
+    let pop_total: f64 = cat.pop.iter().sum();
+    let shares = cat
+        .levels
         .iter()
-        .filter_map(|e| match &e.values {
-            ExtraValues::Numeric(v) => Some((
-                e.name.as_str(),
-                column_stats(&e.name, v, input.labels, k, wts),
-            )),
-            ExtraValues::Categorical { .. } => None,
-        })
-        .collect();
-    // Per categorical column: levels, per-cluster weights and rows, population weights.
-    let categorical: Vec<Categorical> = input
-        .describe
-        .iter()
-        .filter_map(|e| match &e.values {
-            ExtraValues::Categorical { codes, levels } => {
-                let (codes, levels) = cap_levels(codes, levels, wts, MAX_LEVELS);
-                let mut cells = vec![vec![(0.0f64, 0u64); levels.len()]; k];
-                let mut pop = vec![0.0f64; levels.len()];
-                for (i, &c) in codes.iter().enumerate() {
-                    let cell = &mut cells[input.labels[i] as usize][c as usize];
-                    cell.0 += w(i);
-                    cell.1 += 1;
-                    pop[c as usize] += w(i);
-                }
-                Some((e.name.clone(), levels, cells, pop))
+        .enumerate()
+        .map(|(l, level)| {
+            let share = if cluster_weight > 0.0 {
+                cat.cells[c][l].0 / cluster_weight
+            } else {
+                0.0
+            };
+            let population_share = if pop_total > 0.0 {
+                cat.pop[l] / pop_total
+            } else {
+                0.0
+            };
+            CategoryShare {
+                category: level.clone(),
+                rows: cat.cells[c][l].1,
+                share,
+                population_share,
+                lift: (population_share > 0.0).then(|| share / population_share),
             }
-            ExtraValues::Numeric(_) => None,
         })
         .collect();
+    CategoryProfile {
+        column: cat.name.clone(),
+        shares,
+    }
+}
 
-    let clusters = (0..k)
+/// Puts the finished statistics together: per cluster, its stats against the population, the
+/// features that set it apart and its description.
+pub(crate) fn assemble(p: Parts) -> Profile {
+    let exact = p.medians.exact;
+    let total_weight: f64 = p.cluster_weights.iter().sum();
+    let pops = |cols: &[ColumnStats]| -> Vec<PopulationStat> {
+        cols.iter()
+            .map(|s| population_stat(&s.name, &s.pop.0, s.pop.1, exact))
+            .collect()
+    };
+    let population = pops(&p.features);
+    let described_population = pops(&p.described);
+    let clusters = (0..p.k)
         .map(|c| {
-            let features: Vec<NumericStat> = feature_stats
+            let features: Vec<NumericStat> = p
+                .features
                 .iter()
-                .map(|s| numeric_stat(&s.pop.name, &s.clusters[c], &s.pop))
+                .zip(&population)
+                .map(|(s, pop)| numeric_stat(&s.name, &s.clusters[c], pop, exact))
                 .collect();
-            let described = numeric_extras
+            let described = p
+                .described
                 .iter()
-                .map(|(name, s)| numeric_stat(name, &s.clusters[c], &s.pop))
+                .zip(&described_population)
+                .map(|(s, pop)| numeric_stat(&s.name, &s.clusters[c], pop, exact))
                 .collect();
-            let categories = categorical
+            let categories = p
+                .categories
                 .iter()
-                .map(|(name, levels, cells, pop)| {
-                    let pop_total: f64 = pop.iter().sum();
-                    let shares = levels
-                        .iter()
-                        .enumerate()
-                        .map(|(l, level)| {
-                            let share = if cw[c] > 0.0 {
-                                cells[c][l].0 / cw[c]
-                            } else {
-                                0.0
-                            };
-                            let population_share = if pop_total > 0.0 {
-                                pop[l] / pop_total
-                            } else {
-                                0.0
-                            };
-                            CategoryShare {
-                                category: level.clone(),
-                                rows: cells[c][l].1,
-                                share,
-                                population_share,
-                                lift: (population_share > 0.0).then(|| share / population_share),
-                            }
-                        })
-                        .collect();
-                    CategoryProfile {
-                        column: name.clone(),
-                        shares,
-                    }
-                })
+                .map(|cat| category_profile(cat, c, p.cluster_weights[c]))
                 .collect();
-            let (dist, description) = if sizes[c] == 0 {
+            let (dist, description) = if p.sizes[c] == 0 {
                 (Vec::new(), "empty cluster".to_string())
             } else {
                 distinguishing(&features)
             };
             ClusterProfile {
                 cluster: c,
-                size: sizes[c],
-                weight: cw[c],
+                size: p.sizes[c],
+                weight: p.cluster_weights[c],
                 share: if total_weight > 0.0 {
-                    cw[c] / total_weight
+                    p.cluster_weights[c] / total_weight
                 } else {
                     0.0
                 },
@@ -394,17 +410,67 @@ pub fn profile(input: &ProfileInput) -> Profile {
         })
         .collect();
     Profile {
-        k,
-        rows: n,
+        k: p.k,
+        rows: p.rows,
         total_weight,
-        weighted: wts.is_some(),
-        features: input.features.to_vec(),
-        population: feature_stats.into_iter().map(|s| s.pop).collect(),
-        described_population: numeric_extras.into_iter().map(|(_, s)| s.pop).collect(),
+        weighted: p.weighted,
+        features: p.features.iter().map(|s| s.name.clone()).collect(),
+        population,
+        described_population,
         clusters,
+        medians: p.medians,
         metrics: None,
         compare: None,
     }
+}
+
+/// Computes the profile of every cluster of rows held in memory, with exact medians.
+pub fn profile(input: &ProfileInput) -> Profile {
+    let data = input.data;
+    let d = data.dim();
+    let mut cols = Columns {
+        features: input.features.to_vec(),
+        ..Default::default()
+    };
+    let mut numeric: Vec<&[f64]> = Vec::new();
+    let mut codes: Vec<&[u32]> = Vec::new();
+    let mut levels = Vec::new();
+    for e in input.describe {
+        match &e.values {
+            ExtraValues::Numeric(v) => {
+                cols.numeric.push(e.name.clone());
+                numeric.push(v);
+            }
+            ExtraValues::Categorical {
+                codes: c,
+                levels: l,
+            } => {
+                cols.categorical.push(e.name.clone());
+                codes.push(c);
+                // Given in their final order already.
+                levels.push((l.clone(), (0..l.len() as u32).collect()));
+            }
+        }
+    }
+    let width = cols.width();
+    let mut b = ProfileBuilder::new(cols, input.k, true);
+    let mut start = 0;
+    for slab in data.batches() {
+        let n = slab.rows(d);
+        let mut wide = Vec::with_capacity(n * width);
+        for (r, row) in slab.values.chunks_exact(d).enumerate() {
+            wide.extend(row.iter().map(|&v| v as f64));
+            wide.extend(numeric.iter().map(|v| v[start + r]));
+            wide.extend(codes.iter().map(|c| c[start + r] as f64));
+        }
+        b.add(
+            &wide,
+            slab.weights.as_deref(),
+            &input.labels[start..start + n],
+        );
+        start += n;
+    }
+    b.finish(input.labels, levels).0
 }
 
 impl Profile {
@@ -415,7 +481,9 @@ impl Profile {
     /// (`feature`, `described` or `category`; `segment` for the `--compare-with` column),
     /// `category`, `rows`, `mean`, `median`, `population_mean`, `population_median`, `z`,
     /// `lift`, `share`, `population_share`, `rank` (1 for the most distinguishing feature, null
-    /// for the rest) and `direction` (`high`/`low` for the ranked features).
+    /// for the rest), `direction` (`high`/`low` for the ranked features), then `sd`, `min`,
+    /// `max`, and `median_error` and `population_median_error` (the bound on an approximate
+    /// median's error, null where the median is exact; see [`Profile::medians`]).
     pub fn to_record_batch(&self) -> Result<RecordBatch> {
         let mut t = Tidy::default();
         for c in &self.clusters {
@@ -508,6 +576,11 @@ struct Tidy {
     pop_share: Vec<Option<f64>>,
     rank: Vec<Option<i32>>,
     direction: Vec<Option<&'static str>>,
+    sd: Vec<Option<f64>>,
+    min: Vec<Option<f64>>,
+    max: Vec<Option<f64>>,
+    median_error: Vec<Option<f64>>,
+    pop_median_error: Vec<Option<f64>>,
 }
 
 impl Tidy {
@@ -541,6 +614,11 @@ impl Tidy {
         self.pop_share.push(None);
         self.rank.push(rank.map(|r| r.0));
         self.direction.push(rank.map(|r| r.1));
+        self.sd.push(f.sd);
+        self.min.push(f.min);
+        self.max.push(f.max);
+        self.median_error.push(f.median_error);
+        self.pop_median_error.push(pop.median_error);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -564,6 +642,11 @@ impl Tidy {
             &mut self.pop_mean,
             &mut self.pop_median,
             &mut self.z,
+            &mut self.sd,
+            &mut self.min,
+            &mut self.max,
+            &mut self.median_error,
+            &mut self.pop_median_error,
         ] {
             v.push(None);
         }
@@ -595,6 +678,11 @@ impl Tidy {
             Field::new("population_share", DataType::Float64, true),
             Field::new("rank", DataType::Int32, true),
             Field::new("direction", DataType::Utf8, true),
+            Field::new("sd", DataType::Float64, true),
+            Field::new("min", DataType::Float64, true),
+            Field::new("max", DataType::Float64, true),
+            Field::new("median_error", DataType::Float64, true),
+            Field::new("population_median_error", DataType::Float64, true),
         ]));
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Int32Array::from(self.cluster)),
@@ -615,6 +703,11 @@ impl Tidy {
             f64s(self.pop_share),
             Arc::new(Int32Array::from(self.rank)),
             Arc::new(StringArray::from(self.direction)),
+            f64s(self.sd),
+            f64s(self.min),
+            f64s(self.max),
+            f64s(self.median_error),
+            f64s(self.pop_median_error),
         ];
         RecordBatch::try_new(schema, cols)
             .map_err(|e| Error::Internal(format!("profile table: {e}")))

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::compare::{Contingency, adjusted_rand, normalized_mutual_info};
-use super::metrics::{calinski_harabasz, davies_bouldin, silhouette_many};
+use super::metrics::{indices, silhouette_many, subset};
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::Result;
@@ -82,14 +82,15 @@ pub fn sweep(
             }
             None => (None, None),
         };
+        let (calinski_harabasz, davies_bouldin) = indices(data, &labels, k)?;
         let p = SweepPoint {
             k,
             inertia: r.inertia,
             iterations: r.iterations,
             converged: r.converged,
             silhouette: None,
-            calinski_harabasz: calinski_harabasz(data, &labels, k),
-            davies_bouldin: davies_bouldin(data, &labels, k),
+            calinski_harabasz,
+            davies_bouldin,
             ari,
             nmi,
             cluster_sizes: r.sizes,
@@ -101,7 +102,7 @@ pub fn sweep(
     }
     // One pass over the sample's pairs serves every k.
     let local: Vec<usize> = (0..sample.len()).collect();
-    let sub = subset(data, sample);
+    let sub = subset(data, sample)?;
     let refs: Vec<(&[u32], usize)> = labelings
         .iter()
         .zip(ks)
@@ -120,15 +121,6 @@ pub fn sweep(
         silhouette_rows: sample.len(),
         compare_with: segments.map(|s| s.column.to_string()),
     })
-}
-
-/// The rows `rows` of `data` as a dataset of their own (weights dropped).
-fn subset(data: &Dataset, rows: &[usize]) -> Dataset {
-    let v: Vec<f32> = super::metrics::gather(data, rows)
-        .iter()
-        .map(|&x| x as f32)
-        .collect();
-    Dataset::from_rows(data.dim(), v, None)
 }
 
 fn best(

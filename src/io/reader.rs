@@ -10,7 +10,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::source::Source;
+use super::source::{Keep, Source};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::prep::Scaler;
@@ -278,7 +278,7 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
     let src = Source::open(inputs, opts)?;
     let dim = src.dim();
     let mut slabs = Vec::new();
-    let (checked, extras) = src.data_pass(&Scaler::identity(dim), true, &mut |s| {
+    let (checked, extras) = src.data_pass(&Scaler::identity(dim), Keep::IdsAndCarry, &mut |s| {
         slabs.push(s);
         Ok(())
     })?;

@@ -198,3 +198,57 @@ pub fn write_centroids(
         RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::Internal(e.to_string()))?;
     out.parquet(path, schema, [Ok(batch)], &[])
 }
+
+/// Reads the `cluster` column of an assignments file (or directory of them), as `fit
+/// --output` writes it: one non-negative cluster per row, in row order.
+pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let files = super::resolve_inputs(&[path.to_path_buf()])?;
+    let mut labels = Vec::new();
+    for f in &files {
+        let file = std::fs::File::open(f).map_err(|e| Error::input(f, e))?;
+        let b = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| Error::input(f, format!("not a readable Parquet file ({e})")))?;
+        if b.schema().field_with_name("cluster").is_err() {
+            return Err(Error::input(
+                f,
+                "no column 'cluster' (expected assignments as `lakemeans fit --output` writes them)",
+            ));
+        }
+        let reader = b
+            .build()
+            .map_err(|e| Error::input(f, format!("cannot read ({e})")))?;
+        for rb in reader {
+            let rb = rb.map_err(|e| Error::input(f, format!("cannot decode ({e})")))?;
+            let col = rb
+                .column_by_name("cluster")
+                .ok_or_else(|| Error::input(f, "no column 'cluster'"))?;
+            if !col.data_type().is_integer() {
+                return Err(Error::input(
+                    f,
+                    format!("column 'cluster' is {}, not an integer", col.data_type()),
+                ));
+            }
+            let cast = arrow_cast::cast(col, &DataType::Int64)
+                .map_err(|e| Error::input(f, format!("column 'cluster': {e}")))?;
+            let a = cast.as_primitive::<Int64Type>();
+            for i in 0..a.len() {
+                if a.is_null(i) || a.value(i) < 0 || a.value(i) > u32::MAX as i64 / 2 {
+                    return Err(Error::input(
+                        f,
+                        format!(
+                            "column 'cluster' has a missing or negative value at row {}",
+                            labels.len()
+                        ),
+                    ));
+                }
+                labels.push(a.value(i) as u32);
+            }
+        }
+    }
+    Ok(labels)
+}

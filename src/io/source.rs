@@ -81,8 +81,10 @@ struct Want<'a> {
     raw: bool,
     /// Feature values in clustered space, in f32.
     scaled: Option<&'a Scaler>,
-    /// The `--id` and carried columns.
-    extras: bool,
+    /// The `--id` columns.
+    ids: bool,
+    /// The carried columns.
+    carry: bool,
 }
 
 /// The outcome of a pass's checks: which rows were kept and what was wrong with the others.
@@ -102,6 +104,26 @@ pub struct Checked {
 pub enum Item {
     Slab(Batch),
     Ids(RecordBatch),
+}
+
+/// Which extra columns an in-memory data pass keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Nothing,
+    /// The `--id` columns, for the assignments.
+    Ids,
+    /// The `--id` and the carried columns, for analyses that hold the whole table.
+    IdsAndCarry,
+}
+
+/// One unit's kept rows in input units, as [`Source::raw_pass`] hands them over.
+pub struct RawRows {
+    /// Feature values as read, f64, row-major.
+    pub values: Vec<f64>,
+    /// Per-row weights when the table has a weight column.
+    pub weights: Option<Vec<f32>>,
+    /// The carried columns of the same rows.
+    pub carry: Vec<RecordBatch>,
 }
 
 /// Rows and extras of an in-memory data pass.
@@ -188,16 +210,20 @@ impl Source {
         self.opts.weight.is_some()
     }
 
-    /// Uncompressed bytes of the `--id` and carried columns, as the footers state them: what
-    /// keeping them in memory costs.
-    pub fn extras_bytes(&self) -> usize {
-        let names: Vec<&str> = self
-            .opts
-            .ids
-            .iter()
-            .chain(&self.opts.carry)
-            .map(String::as_str)
-            .collect();
+    /// Uncompressed bytes of the columns `keep` names, as the footers state them: what keeping
+    /// them in memory costs.
+    pub fn extras_bytes(&self, keep: Keep) -> usize {
+        let carry: &[String] = if keep == Keep::IdsAndCarry {
+            &self.opts.carry
+        } else {
+            &[]
+        };
+        let ids: &[String] = if keep == Keep::Nothing {
+            &[]
+        } else {
+            &self.opts.ids
+        };
+        let names: Vec<&str> = ids.iter().chain(carry).map(String::as_str).collect();
         let mut total = 0i64;
         for m in &self.metas {
             for g in m.metadata().row_groups() {
@@ -225,7 +251,8 @@ impl Source {
         let want = Want {
             raw: true,
             scaled: None,
-            extras: false,
+            ids: false,
+            carry: false,
         };
         let mut checked = Checked::new(dim);
         let drop = self.opts.drop_invalid;
@@ -240,12 +267,12 @@ impl Source {
     }
 
     /// Pass that maps every kept row into clustered space with `scaler` and hands the rows to
-    /// `sink` as slabs, in order; with `extras` it also returns the `--id` and carried columns
-    /// of the kept rows.
+    /// `sink` as slabs, in order; it also returns the extra columns `keep` names, of the kept
+    /// rows.
     pub fn data_pass(
         &self,
         scaler: &Scaler,
-        extras: bool,
+        keep: Keep,
         sink: &mut dyn FnMut(Batch) -> Result<()>,
     ) -> Result<(Checked, Extras)> {
         let dim = self.dim();
@@ -253,7 +280,8 @@ impl Source {
         let want = Want {
             raw: false,
             scaled: Some(scaler),
-            extras,
+            ids: keep != Keep::Nothing,
+            carry: keep == Keep::IdsAndCarry,
         };
         let mut checked = Checked::new(dim);
         let mut out = Extras {
@@ -285,7 +313,8 @@ impl Source {
         let want = Want {
             raw: false,
             scaled: Some(scaler),
-            extras: true,
+            ids: true,
+            carry: false,
         };
         let mut checked = Checked::new(dim);
         let drop = self.opts.drop_invalid;
@@ -304,6 +333,32 @@ impl Source {
         Ok(checked)
     }
 
+    /// Pass over the kept rows in input units: each unit's raw feature values (f64, as read,
+    /// row-major), weights and carried columns, handed to `f` in row order. Profiles need the
+    /// values people know, at full resolution, and the columns that were not clustered on;
+    /// nothing is kept between units, so the pass runs in bounded memory whatever the table.
+    pub fn raw_pass(&self, f: &mut dyn FnMut(RawRows) -> Result<()>) -> Result<Checked> {
+        let want = Want {
+            raw: true,
+            scaled: None,
+            ids: false,
+            carry: !self.opts.carry.is_empty(),
+        };
+        let mut checked = Checked::new(self.dim());
+        let drop = self.opts.drop_invalid;
+        self.scan_units(want, &mut |mut p: Part| {
+            f(RawRows {
+                values: std::mem::take(&mut p.raw),
+                weights: p.weights.clone(),
+                carry: std::mem::take(&mut p.carry),
+            })?;
+            checked.add(p, drop);
+            Ok(())
+        })?;
+        self.verify(&checked)?;
+        Ok(checked)
+    }
+
     /// Pass over only the `--id` columns of the rows `checked` kept, handed to `f` in row
     /// order.
     pub fn ids_pass(
@@ -314,7 +369,8 @@ impl Source {
         let want = Want {
             raw: false,
             scaled: None,
-            extras: true,
+            ids: true,
+            carry: false,
         };
         let mut unit = 0;
         self.scan_units(want, &mut |p: Part| {
@@ -388,8 +444,11 @@ impl Source {
             cols.extend(&self.features);
             cols.extend(&opts.weight);
         }
-        if want.extras {
-            cols.extend(opts.ids.iter().chain(&opts.carry));
+        if want.ids {
+            cols.extend(&opts.ids);
+        }
+        if want.carry {
+            cols.extend(&opts.carry);
         }
         let file = File::open(path).map_err(|e| Error::input(path, describe_io(&e)))?;
         let rb =
@@ -466,15 +525,13 @@ impl Source {
                     w.extend_from_slice(arr.values());
                 }
             }
-            if want.extras {
-                if !opts.ids.is_empty() {
-                    p.ids
-                        .push(project(&batch, &opts.ids, &self.id_schema, path)?);
-                }
-                if !opts.carry.is_empty() {
-                    p.carry
-                        .push(project(&batch, &opts.carry, &self.carry_schema, path)?);
-                }
+            if want.ids && !opts.ids.is_empty() {
+                p.ids
+                    .push(project(&batch, &opts.ids, &self.id_schema, path)?);
+            }
+            if want.carry && !opts.carry.is_empty() {
+                p.carry
+                    .push(project(&batch, &opts.carry, &self.carry_schema, path)?);
             }
             p.rows += n;
         }

@@ -95,3 +95,23 @@ pub fn blobs(n: usize, d: usize, k: usize, seed: u64) -> Vec<f32> {
     }
     out
 }
+
+/// Writes one table twice: whole, as `one.parquet` in `dir`, and cut into `parts` files of
+/// consecutive rows in `dir/split` (`part-0000.parquet`, ...). `write(path, lo, hi)` writes
+/// rows `lo..hi` of `n`. Returns both paths.
+pub fn one_and_split(
+    dir: &Path,
+    n: usize,
+    parts: usize,
+    write: impl Fn(&Path, usize, usize),
+) -> (String, String) {
+    let one = p(dir, "one.parquet");
+    write(&one, 0, n);
+    let split = p(dir, "split");
+    std::fs::create_dir(&split).unwrap();
+    for i in 0..parts {
+        let (lo, hi) = (i * n / parts, (i + 1) * n / parts);
+        write(&split.join(format!("part-{i:04}.parquet")), lo, hi);
+    }
+    (s(&one).to_string(), s(&split).to_string())
+}
