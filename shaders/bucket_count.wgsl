@@ -2,14 +2,7 @@
 // (update_sorted.wgsl): buckets[j] = rows labelled j. Then bucket_scan.wgsl turns the counts
 // into offsets and bucket_scatter.wgsl places the rows.
 
-struct Params {
-    rows: u32,
-    k: u32,
-    rows_per_wg: u32,
-    wscale: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// `p`, the uniform at binding 0, is declared in update_params.wgsl, which the host puts in front.
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read_write> buckets: array<atomic<u32>>;
 

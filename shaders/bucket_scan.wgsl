@@ -3,14 +3,7 @@
 
 const THREADS: u32 = 256u;
 
-struct Params {
-    rows: u32,
-    k: u32,
-    rows_per_wg: u32,
-    wscale: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// `p`, the uniform at binding 0, is declared in update_params.wgsl, which the host puts in front.
 @group(0) @binding(1) var<storage, read_write> buckets: array<u32>;
 
 var<workgroup> part: array<u32, THREADS>;

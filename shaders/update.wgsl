@@ -34,14 +34,7 @@ const COLS: u32 = $COLSu;     // vec4 columns per slice (DP4 on the direct path)
 const SLICES: u32 = (DP4 + COLS - 1u) / COLS;
 const THREADS: u32 = 256u;
 
-struct Params {
-    rows: u32,        // rows in this chunk
-    k: u32,
-    rows_per_wg: u32, // fixed row range of each workgroup
-    wscale: f32,      // 2^e for the weights
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// `p`, the uniform at binding 0, is declared in update_params.wgsl, which the host puts in front.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> labels: array<u32>;

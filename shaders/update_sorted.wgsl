@@ -16,14 +16,7 @@ const SPAN: u32 = 256u;                // entries of `order` per workgroup
 const CW: u32 = $CWu;                  // threads across columns, min(DP4, THREADS)
 const RL: u32 = $RLu;                  // threads across rows, each every RL-th entry
 
-struct Params {
-    rows: u32,
-    k: u32,
-    rows_per_wg: u32,
-    wscale: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// `p`, the uniform at binding 0, is declared in update_params.wgsl, which the host puts in front.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> labels: array<u32>;

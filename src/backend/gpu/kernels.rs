@@ -7,6 +7,7 @@ const ASSIGN_WGSL: &str = include_str!("../../../shaders/assign.wgsl");
 const UPDATE_WGSL: &str = include_str!("../../../shaders/update.wgsl");
 const REDUCE_WGSL: &str = include_str!("../../../shaders/reduce.wgsl");
 const FIXED96_WGSL: &str = include_str!("../../../shaders/fixed96.wgsl");
+const UPDATE_PARAMS_WGSL: &str = include_str!("../../../shaders/update_params.wgsl");
 const SORTED_WGSL: &str = include_str!("../../../shaders/update_sorted.wgsl");
 const BUCKET_COUNT_WGSL: &str = include_str!("../../../shaders/bucket_count.wgsl");
 const BUCKET_SCAN_WGSL: &str = include_str!("../../../shaders/bucket_scan.wgsl");
@@ -263,7 +264,7 @@ impl UpdateShape {
     }
 
     pub fn source(&self) -> String {
-        format!("{FIXED96_WGSL}\n{UPDATE_WGSL}")
+        format!("{UPDATE_PARAMS_WGSL}\n{FIXED96_WGSL}\n{UPDATE_WGSL}")
             .replace("$DP4", &self.dp4.to_string())
             .replace("$SHARED", &self.shared.to_string())
             .replace("$COLS", &self.cols.to_string())
@@ -273,7 +274,7 @@ impl UpdateShape {
 /// The sorted update kernel for rows of `dp4` vec4s.
 fn sorted_source(dp4: u32) -> String {
     let cw = (dp4 as usize).min(SORTED_THREADS);
-    format!("{FIXED96_WGSL}\n{SORTED_WGSL}")
+    format!("{UPDATE_PARAMS_WGSL}\n{FIXED96_WGSL}\n{SORTED_WGSL}")
         .replace("$DP4", &dp4.to_string())
         .replace("$CW", &cw.to_string())
         .replace("$RL", &(SORTED_THREADS / cw).to_string())
@@ -372,17 +373,17 @@ impl Kernels {
                 build_unchecked(
                     device,
                     "lakemeans bucket count",
-                    BUCKET_COUNT_WGSL.to_string(),
+                    format!("{UPDATE_PARAMS_WGSL}\n{BUCKET_COUNT_WGSL}"),
                 ),
                 build_unchecked(
                     device,
                     "lakemeans bucket scan",
-                    BUCKET_SCAN_WGSL.to_string(),
+                    format!("{UPDATE_PARAMS_WGSL}\n{BUCKET_SCAN_WGSL}"),
                 ),
                 build_unchecked(
                     device,
                     "lakemeans bucket scatter",
-                    BUCKET_SCATTER_WGSL.to_string(),
+                    format!("{UPDATE_PARAMS_WGSL}\n{BUCKET_SCATTER_WGSL}"),
                 ),
             ]
         });

@@ -758,14 +758,21 @@ impl<'a> GpuBackend<'a> {
         if !x.update {
             return;
         }
+        let slices = x.ushape.slices();
+        // The sorted update's workgroups take fixed spans of the row list instead of row ranges.
+        let rpw = if x.sorted.is_some() {
+            SORTED_SPAN
+        } else {
+            x.base_rows.max(rows.div_ceil(x.max_groups / slices))
+        };
+        let params = UpdateParams {
+            rows: rows as u32,
+            k: x.k as u32,
+            rows_per_wg: rpw as u32,
+            wscale: x.wscale,
+        };
+        self.queue.write_buffer(&up, 0, bytemuck::bytes_of(&params));
         if let Some((buckets, order)) = x.sorted {
-            let params = UpdateParams {
-                rows: rows as u32,
-                k: x.k as u32,
-                rows_per_wg: SORTED_SPAN as u32,
-                wscale: x.wscale,
-            };
-            self.queue.write_buffer(&up, 0, bytemuck::bytes_of(&params));
             enc.clear_buffer(buckets, 0, None);
             let per_row = rows.div_ceil(BUCKET_THREADS) as u32;
             self.pass(
@@ -786,25 +793,20 @@ impl<'a> GpuBackend<'a> {
                 order,
                 x.acc,
             ];
-            let groups = rows.div_ceil(SORTED_SPAN) as u32;
-            self.pass(enc, Pipe::Sorted(x.ushape.dp4), &binds, groups);
+            self.pass(
+                enc,
+                Pipe::Sorted(x.ushape.dp4),
+                &binds,
+                rpw_groups(rows, rpw),
+            );
             return;
         }
-        let slices = x.ushape.slices();
-        let rpw = x.base_rows.max(rows.div_ceil(x.max_groups / slices));
-        let params = UpdateParams {
-            rows: rows as u32,
-            k: x.k as u32,
-            rows_per_wg: rpw as u32,
-            wscale: x.wscale,
-        };
-        self.queue.write_buffer(&up, 0, bytemuck::bytes_of(&params));
         let binds = [&up, points, &weights, &labels, &self.scale.clone(), x.acc];
         self.pass(
             enc,
             Pipe::Update(x.ushape),
             &binds,
-            (rows.div_ceil(rpw) * slices) as u32,
+            rpw_groups(rows, rpw) * slices as u32,
         );
     }
 
@@ -861,6 +863,11 @@ struct ChunkPass<'b> {
     acc: &'b wgpu::Buffer,
     /// Per-cluster counters and the row list of the sorted update, when it runs.
     sorted: Option<(&'b wgpu::Buffer, &'b wgpu::Buffer)>,
+}
+
+/// Workgroups that cover `rows` in ranges of `per_group`.
+fn rpw_groups(rows: usize, per_group: usize) -> u32 {
+    rows.div_ceil(per_group) as u32
 }
 
 /// What [`chunked_scan`] calls per chunk: `(chunk index, padded rows, weights)`.
