@@ -25,7 +25,6 @@ use crate::error::{Error, Result};
 use crate::html;
 use crate::io::source::RawRows;
 use crate::io::{Outputs, Source, check_target};
-use crate::job::Mode;
 
 /// What to find out about a clustering beyond the clusters themselves.
 #[derive(Debug, Clone, Default)]
@@ -92,8 +91,6 @@ pub struct Insight {
     /// With the metrics and the comparison attached.
     pub profile: Option<Profile>,
     pub projection: Option<Projection>,
-    /// `in-memory` when the medians were exact, `streaming` when they were sketched.
-    pub mode: Option<Mode>,
     /// Passes over the Parquet files.
     pub passes: usize,
 }
@@ -140,11 +137,6 @@ pub fn analyse(c: &Clustered, spec: &InsightSpec) -> Result<Insight> {
             ins.passes += 1;
         }
         let (profile, comparison) = b.finish(c.labels, levels);
-        ins.mode = Some(if exact {
-            Mode::InMemory
-        } else {
-            Mode::Streaming
-        });
         ins.comparison = comparison;
         ins.profile = spec.profile.then_some(profile);
     }
