@@ -35,6 +35,11 @@ pub const STREAM_ROW_BYTES: u64 = 8;
 const WINDOW_MIN: u64 = 1 << 20;
 const WINDOW_MAX: u64 = 256 << 20;
 
+/// Decoded bytes in flight for a streamed pass when `resident` bytes of `budget` are taken.
+pub fn window_bytes(budget: u64, resident: u64) -> usize {
+    (budget.saturating_sub(resident) / 4).clamp(WINDOW_MIN, WINDOW_MAX) as usize
+}
+
 /// Where the rows of a fit live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -161,10 +166,7 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
     let source = match mode {
         Mode::InMemory => source,
         // Decoded units in flight stay within a quarter of what the per-row state leaves.
-        Mode::Streaming => {
-            let left = how.budget - rows * STREAM_ROW_BYTES;
-            source.with_window_bytes((left / 4).clamp(WINDOW_MIN, WINDOW_MAX) as usize)
-        }
+        Mode::Streaming => source.with_window_bytes(window_bytes(how.budget, streamed_bytes)),
     };
     let mut parquet_passes = 0;
     let scaler = match scaling {

@@ -34,6 +34,7 @@ pub mod io;
 pub mod job;
 pub mod kmeans;
 pub mod model;
+pub mod passes;
 pub mod prep;
 pub mod report;
 pub mod rng;

@@ -497,3 +497,31 @@ fn a_training_sample_fits_on_its_rows_and_assigns_every_row() {
     }
     assert_eq!(off, 0, "rows not at their nearest centroid");
 }
+
+#[test]
+fn passes_times_every_kind_of_pass_in_one_run() {
+    let dir = tmpdir();
+    let (one, _) = tables(dir.path(), 1, None);
+    let spill = p(dir.path(), "spill");
+    std::fs::create_dir(&spill).unwrap();
+    let o = lakemeans(&[
+        "passes",
+        &one,
+        "--exclude",
+        "id,w",
+        "--k",
+        "6",
+        "--repeats",
+        "2",
+        "--spill-dir",
+        s(&spill),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["rows"], N as u64);
+    for kind in ["spill_assign", "memory_assign", "spill_step", "memory_step"] {
+        assert_eq!(j[kind]["seconds"].as_array().unwrap().len(), 2, "{kind}");
+    }
+    assert!(j["ratio_spill_to_memory"].as_f64().unwrap() > 0.0);
+    assert!(listing(&spill).is_empty(), "spill cache left behind");
+}

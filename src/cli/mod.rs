@@ -3,6 +3,7 @@
 mod bench;
 mod export;
 mod fit;
+mod passes;
 mod predict;
 mod profile;
 mod progress;
@@ -54,6 +55,8 @@ pub enum Command {
     Devices(DevicesArgs),
     /// Time Lloyd iterations over a fixed matrix of workloads, to compare hardware.
     Bench(BenchArgs),
+    /// Time one pass over a table from Parquet, from the spill cache and from memory.
+    Passes(passes::PassesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +303,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => {
             init_threads(a.run.threads)?;
             bench::run(&a)
+        }
+        Command::Passes(a) => {
+            init_threads(a.threads)?;
+            crate::io::cleanup::install_handler();
+            passes::run(&a)
         }
         Command::Gen(a) => {
             crate::io::check_target(&a.output)?;

@@ -153,9 +153,8 @@ pub fn describe_lines(p: &Profile) -> String {
     }
     if !p.medians.exact {
         s += &format!(
-            "medians: approximate (the rows exceed --memory-budget; {} histogram, {} bins), \
-             each within its median_error\n",
-            p.medians.method,
+            "medians: approximate (the rows exceed --memory-budget; {}-bin histograms), each \
+             within its median_error\n",
             p.medians.bins.unwrap_or(0)
         );
     }
@@ -222,9 +221,11 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         s += &format!("against {}: ARI {:.4}, NMI {:.4}\n", c.column, c.ari, c.nmi);
     }
     print!("{s}");
+    let passes = run.insight_passes;
     eprintln!(
-        "lakemeans: profiled in {:.2}s ({} passes over the files)",
-        run.seconds, run.insight_passes
+        "lakemeans: profiled in {:.2}s ({passes} {} over the files)",
+        run.seconds,
+        if passes == 1 { "pass" } else { "passes" }
     );
     Ok(())
 }

@@ -25,7 +25,6 @@ use crate::error::{Error, Result};
 use crate::html;
 use crate::io::source::RawRows;
 use crate::io::{Outputs, Source, check_target};
-use crate::job::Mode;
 
 /// What to find out about a clustering beyond the clusters themselves.
 #[derive(Debug, Clone, Default)]
@@ -92,8 +91,6 @@ pub struct Insight {
     /// With the metrics and the comparison attached.
     pub profile: Option<Profile>,
     pub projection: Option<Projection>,
-    /// `in-memory` when the medians were exact, `streaming` when they were sketched.
-    pub mode: Option<Mode>,
     /// Passes over the Parquet files.
     pub passes: usize,
 }
@@ -121,13 +118,13 @@ pub fn analyse(c: &Clustered, spec: &InsightSpec) -> Result<Insight> {
             let need = ProfileBuilder::sketch_bytes(&plan.cols, c.k);
             if c.resident.saturating_add(need) > c.budget {
                 return Err(Error::Usage(format!(
-                    "--memory-budget {} MiB is too small to profile {} clusters of {} columns: \
-                     the median sketches take {} MiB beside the {} MiB already held",
-                    c.budget >> 20,
+                    "--memory-budget {} is too small to profile {} clusters of {} numeric \
+                     columns: the median sketches take {} beside the {} already held",
+                    human(c.budget),
                     c.k,
                     plan.cols.numbers(),
-                    need.div_ceil(1 << 20),
-                    c.resident >> 20
+                    human(need),
+                    human(c.resident)
                 )));
             }
         }
@@ -140,11 +137,6 @@ pub fn analyse(c: &Clustered, spec: &InsightSpec) -> Result<Insight> {
             ins.passes += 1;
         }
         let (profile, comparison) = b.finish(c.labels, levels);
-        ins.mode = Some(if exact {
-            Mode::InMemory
-        } else {
-            Mode::Streaming
-        });
         ins.comparison = comparison;
         ins.profile = spec.profile.then_some(profile);
     }
@@ -171,6 +163,15 @@ pub fn analyse(c: &Clustered, spec: &InsightSpec) -> Result<Insight> {
 /// Checks that every column `spec` names can serve as asked, from the schema alone.
 pub fn check_columns(src: &Source, spec: &InsightSpec) -> Result<()> {
     Plan::new(src, spec).map(|_| ())
+}
+
+/// Bytes as a person reads them, rounded up.
+fn human(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{} MiB", b.div_ceil(1 << 20))
+    } else {
+        format!("{} KiB", b.div_ceil(1 << 10))
+    }
 }
 
 /// How the carried columns become the coded columns of wide rows.

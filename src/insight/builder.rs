@@ -120,9 +120,10 @@ impl ProfileBuilder {
         }
     }
 
-    /// Bytes per row that exact medians keep: each numeric value, and the weight.
+    /// Bytes per row that exact medians take: each numeric value and the weight, kept, plus
+    /// the (value, weight) pairs of the one column being sorted at the end.
     pub fn exact_row_bytes(cols: &Columns, weighted: bool) -> u64 {
-        8 * cols.numbers() as u64 + 4 * weighted as u64
+        8 * cols.numbers() as u64 + 4 * weighted as u64 + 16
     }
 
     /// Bytes the median sketches of a streamed profile take at most.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{Prepare, Prepared, Scaling, prepare};
+use super::{Prepare, Prepared, Scaling, prepare, window_bytes};
 use crate::backend::{self, DeviceChoice, DeviceInfo};
 use crate::error::{Error, Result};
 use crate::insight::analysis::{InsightOutputs, assignments_mismatch, check_targets, title, write};
@@ -90,7 +90,10 @@ pub fn profile(job: &ProfileJob) -> Result<ProfileRun> {
         };
         Held::Prepared(Box::new(prepare(source, scaling, &how)?))
     } else {
-        Held::Source(Box::new(source))
+        // Only the labels stay; the decoded row groups in flight get what the budget leaves.
+        let labels = source.raw_rows() as u64 * 4;
+        let window = window_bytes(job.prepare.budget, labels);
+        Held::Source(Box::new(source.with_window_bytes(window)))
     };
     let (labels, k, device, labels_from) = match (&job.clusters, &held) {
         (Clusters::Model(m), Held::Prepared(p)) => {
