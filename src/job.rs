@@ -25,7 +25,9 @@ use crate::prep::{ScaleMethod, Scaler};
 use crate::report::{PredictSummary, Seconds};
 
 mod profile;
+mod sweep;
 pub use profile::{Clusters, ProfileJob, ProfileRun, profile};
+pub use sweep::{SweepJob, SweepRun, sweep};
 
 /// Bytes per row that a streamed fit keeps in memory: the label and distance of each row.
 pub const STREAM_ROW_BYTES: u64 = 8;
@@ -218,23 +220,6 @@ pub fn prepare(source: Source, scaling: Scaling, how: &Prepare) -> Result<Prepar
             Mode::Streaming => streamed_bytes,
         },
     })
-}
-
-/// Fails with a usage error when a table's rows, read whole (as `sweep` reads them: every k
-/// is a fit over the same rows in memory), would exceed `budget`.
-pub fn check_in_memory(inputs: &[PathBuf], read: &ReadOptions, budget: u64) -> Result<()> {
-    let src = Source::open(inputs, read)?;
-    let need = src.raw_rows() as u64 * (src.dim() as u64 * 8 + 8)
-        + src.extras_bytes(Keep::IdsAndCarry) as u64;
-    if need > budget {
-        return Err(Error::Usage(format!(
-            "this command holds every row in memory, about {} for this table, more than \
-             --memory-budget {}; raise the budget or run it on a sample of the table",
-            fmt_mib(need),
-            fmt_mib(budget)
-        )));
-    }
-    Ok(())
 }
 
 fn fmt_mib(b: u64) -> String {

@@ -326,6 +326,87 @@ fn fit_profiles_and_reports_a_streamed_table() {
     assert!(!hm.contains("Medians are approximate"), "in-memory report");
 }
 
+/// A sweep over a table larger than the budget streams from the spill cache and measures
+/// every k exactly as it does in memory, split files and one thread included.
+#[test]
+fn a_streamed_sweep_equals_the_in_memory_one() {
+    let dir = tmpdir();
+    let (one, split, _) = tables(dir.path(), 5, None);
+    let sweep = |input: &str, budget: Option<&str>, env: &[(&str, &str)]| -> Value {
+        let mut args = vec![
+            "sweep",
+            input,
+            "--k",
+            "3..5",
+            "--init",
+            "k-means||",
+            "--features",
+            "f0,f1,f2,f3",
+            "--weight",
+            "w",
+            "--compare-with",
+            "persona",
+            "--json",
+        ];
+        if let Some(b) = budget {
+            args.extend_from_slice(&["--memory-budget", b]);
+        }
+        let o = run(&args, env);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+        for key in ["seconds", "passes", "mode"] {
+            assert!(j[key] != Value::Null, "{key}");
+        }
+        j
+    };
+    let mem = sweep(&one, None, &[]);
+    let streamed = sweep(&one, Some("2MB"), &[]);
+    assert_eq!(mem["mode"], "in-memory");
+    assert_eq!(streamed["mode"], "streaming");
+    let same = |mut a: Value, mut b: Value| {
+        for v in [&mut a, &mut b] {
+            for key in ["seconds", "passes", "mode", "adapter"] {
+                v.as_object_mut().unwrap().remove(key);
+            }
+        }
+        assert_eq!(a, b);
+    };
+    // Every k has its measures and the persona comparison, whichever way the rows lived.
+    let pts = streamed["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 3);
+    for pt in pts {
+        for key in [
+            "silhouette",
+            "calinski_harabasz",
+            "davies_bouldin",
+            "ari",
+            "nmi",
+        ] {
+            assert!(pt[key].is_f64(), "{key}: {pt}");
+        }
+    }
+    // The same passes over the rows, whichever way they live: the statistics, the spill or
+    // memory, the segment codes, then at least one Lloyd pass per k.
+    assert_eq!(streamed["passes"], mem["passes"]);
+    assert!(
+        streamed["passes"].as_u64().unwrap() >= 3 + 3,
+        "{}",
+        streamed["passes"]
+    );
+    same(mem.clone(), streamed);
+    same(
+        mem.clone(),
+        sweep(&split, Some("2MB"), &[("RAYON_NUM_THREADS", "1")]),
+    );
+    // A budget too small for the per-row state is refused up front, naming it.
+    let o = run(
+        &["sweep", &one, "--k", "2,3", "--memory-budget", "100KB"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--memory-budget"), "{}", stderr(&o));
+}
+
 #[test]
 fn bad_input_still_fails_cleanly_when_a_profile_streams() {
     let dir = tmpdir();

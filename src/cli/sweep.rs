@@ -7,19 +7,20 @@ use clap::Args;
 
 use super::RunArgs;
 
-use crate::backend;
 use crate::error::{Error, Result};
 use crate::html;
-use crate::insight::sweep::{Segments, Sweep, sweep};
-use crate::insight::{ExtraKind, ExtraValues, decode_extra, silhouette_rows};
-use crate::io::{Outputs, ReadOptions, check_target, read_table};
-use crate::kmeans::{self, Init, KMeansParams, Quiet};
-use crate::prep::{ScaleMethod, Scaler};
+use crate::insight::sweep::Sweep;
+use crate::io::{Outputs, ReadOptions};
+use crate::job::{self, InitChoice, Mode, SweepJob};
+use crate::kmeans::{KMeansParams, Quiet};
+use crate::prep::ScaleMethod;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Every k is fitted with the same settings and seed on the rows loaded once, on one backend (the \
-GPU when there is one). For each k the sweep reports inertia, silhouette (exact, on a seeded \
+Every k is fitted with the same settings and seed on the rows prepared once, on one backend \
+(the GPU when there is one). The rows are held in memory when they fit --memory-budget and \
+otherwise stream from a spill cache on local disk, with the same results; only 8 bytes a row \
+(label and distance, 4 more with --compare-with) stay in memory then. For each k the sweep reports inertia, silhouette (exact, on a seeded \
 sample of at most 50,000 rows, the same sample for every k), Calinski-Harabasz and \
 Davies-Bouldin, all in clustered space, plus ARI and NMI with --compare-with.
 
@@ -49,8 +50,9 @@ pub struct SweepArgs {
     /// Feature scaling before clustering.
     #[arg(long, value_enum, default_value_t = ScaleMethod::Standard)]
     pub scale: ScaleMethod,
-    /// k-means++ or random.
-    #[arg(long, default_value = "k-means++", value_name = "k-means++|random")]
+    /// auto (greedy k-means++ when the rows fit in memory, k-means|| when they stream),
+    /// k-means++, k-means|| or random.
+    #[arg(long, default_value = "auto", value_name = "METHOD")]
     pub init: String,
     /// Runs per k from different seeds; the lowest inertia is kept.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -117,97 +119,54 @@ pub fn parse_ks(s: &str) -> Result<Vec<usize>> {
 
 pub fn run(a: &SweepArgs) -> Result<()> {
     let t0 = Instant::now();
-    let ks = parse_ks(&a.k)?;
-    if let Some(r) = &a.report {
-        check_target(r)?;
-    }
-    let init = match a.init.as_str() {
-        "k-means++" | "kmeans++" => Init::KMeansPlusPlus,
-        "random" => Init::Random,
-        other => {
-            return Err(Error::Usage(format!(
-                "--init '{other}': a sweep takes k-means++ or random"
-            )));
-        }
-    };
-    let opts = ReadOptions {
-        features: a.features.clone(),
-        exclude: a.exclude.clone(),
-        ids: Vec::new(),
-        weight: a.weight.clone(),
-        drop_invalid: a.drop_invalid,
-        carry: a.compare_with.iter().cloned().collect(),
-    };
-    crate::job::check_in_memory(&a.inputs, &opts, a.memory.budget())?;
-    let mut table = read_table(&a.inputs, &opts)?;
-    // Decoded right after reading, so that a bad segment column fails before any fit.
-    let file = table.files.first().cloned().unwrap_or_default();
-    let segment = a
-        .compare_with
-        .as_ref()
-        .map(|c| decode_extra(&table.carry, c, ExtraKind::Segment, &file))
-        .transpose()?;
-    let scaler = Scaler::fit(a.scale, &table.data);
-    table.data = scaler.transform_dataset(&table.data);
-    let base = KMeansParams {
-        k: ks[ks.len() - 1],
-        init,
-        n_init: a.n_init,
-        max_iter: a.max_iter,
-        tol: a.tol,
-        seed: a.seed,
-        ..KMeansParams::new(ks[ks.len() - 1])
-    };
-    // Checks the largest k against the rows (and the rest of the settings) before any work.
-    kmeans::validate(&base, &table.data)?;
-    let seg = match &segment {
-        Some(e) => match &e.values {
-            ExtraValues::Categorical { codes, levels } => Some(Segments {
-                column: &e.name,
-                codes,
-                count: levels.len(),
-            }),
-            ExtraValues::Numeric(_) => None,
+    let job = SweepJob {
+        inputs: a.inputs.clone(),
+        read: ReadOptions {
+            features: a.features.clone(),
+            exclude: a.exclude.clone(),
+            ids: Vec::new(),
+            weight: a.weight.clone(),
+            drop_invalid: a.drop_invalid,
+            carry: Vec::new(),
         },
-        None => None,
+        scale: a.scale,
+        init: InitChoice::parse(&a.init),
+        params: KMeansParams {
+            n_init: a.n_init,
+            max_iter: a.max_iter,
+            tol: a.tol,
+            seed: a.seed,
+            ..KMeansParams::new(1)
+        },
+        ks: parse_ks(&a.k)?,
+        compare_with: a.compare_with.clone(),
+        device: a.run.device,
+        adapter: a.run.adapter.clone(),
+        prepare: a.memory.prepare(),
     };
-    let sample = silhouette_rows(table.data.rows(), a.seed);
-    let mut be = backend::create(a.run.device, &table.data, a.run.adapter.as_deref())?;
     let quiet = a.run.json;
-    let result: Sweep = sweep(
-        &table.data,
-        be.as_mut(),
-        &base,
-        &ks,
-        &sample,
-        seg.as_ref(),
-        &Quiet,
-        |p| {
-            if !quiet {
-                eprintln!(
-                    "lakemeans: k = {:>3}: inertia {:.6e}, {} iterations ({:.1}s)",
-                    p.k,
-                    p.inertia,
-                    p.iterations,
-                    t0.elapsed().as_secs_f64()
-                );
-            }
-        },
-    )?;
-    let info = be.info();
-    drop(be);
+    let run = job::sweep(&job, a.report.as_deref(), &Quiet, |p| {
+        if !quiet {
+            eprintln!(
+                "lakemeans: k = {:>3}: inertia {:.6e}, {} iterations ({:.1}s)",
+                p.k,
+                p.inertia,
+                p.iterations,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    })?;
     let mut out = Outputs::default();
     if let Some(r) = &a.report {
-        let inputs = html::file_names(&table.files);
+        let inputs = html::file_names(&run.files);
         let title = format!(
             "Choosing k for {}",
-            table
-                .files
+            run.files
                 .first()
                 .and_then(|f| f.file_stem())
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         );
-        let doc = html::sweep_report(&title, &inputs, table.data.rows(), &table.features, &result);
+        let doc = html::sweep_report(&title, &inputs, run.rows, &run.features, &run.sweep);
         out.bytes(r, doc.as_bytes())?;
     }
     out.commit()?;
@@ -218,24 +177,30 @@ pub fn run(a: &SweepArgs) -> Result<()> {
             features: &'a [String],
             device: &'a str,
             adapter: &'a str,
+            init: &'a str,
+            mode: Mode,
+            passes: usize,
             seconds: f64,
             #[serde(flatten)]
             sweep: &'a Sweep,
         }
         let j = Json {
-            rows: table.data.rows(),
-            features: &table.features,
-            device: &info.kind,
-            adapter: &info.name,
+            rows: run.rows,
+            features: &run.features,
+            device: &run.info.kind,
+            adapter: &run.info.name,
+            init: run.init,
+            mode: run.mode,
+            passes: run.passes,
             seconds: t0.elapsed().as_secs_f64(),
-            sweep: &result,
+            sweep: &run.sweep,
         };
         println!(
             "{}",
             serde_json::to_string(&j).map_err(|e| Error::Internal(e.to_string()))?
         );
     } else {
-        print!("{}", table_text(&result));
+        print!("{}", table_text(&run.sweep));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::compare::{Contingency, adjusted_rand, normalized_mutual_info};
 use super::metrics::{indices, silhouette_many, subset};
 use crate::backend::Backend;
-use crate::data::Dataset;
+use crate::data::Rows;
 use crate::error::Result;
 use crate::kmeans::{self, KMeansParams, Progress};
 
@@ -60,7 +60,7 @@ pub struct Segments<'a> {
 /// Fits every k in `ks` with the settings of `base` (its `k` is ignored), reusing `backend`.
 #[allow(clippy::too_many_arguments)]
 pub fn sweep(
-    data: &Dataset,
+    data: &dyn Rows,
     backend: &mut dyn Backend,
     base: &KMeansParams,
     ks: &[usize],

@@ -366,17 +366,38 @@ impl Source {
         checked: &Checked,
         f: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
+        self.columns_pass(checked, false, f)
+    }
+
+    /// Pass over only the carried columns of the rows `checked` kept, handed to `f` in row
+    /// order.
+    pub fn carry_pass(
+        &self,
+        checked: &Checked,
+        f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        self.columns_pass(checked, true, f)
+    }
+
+    /// The `--id` columns, or with `carry` the carried ones, of the kept rows.
+    fn columns_pass(
+        &self,
+        checked: &Checked,
+        carry: bool,
+        f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let want = Want {
             raw: false,
             scaled: None,
-            ids: true,
-            carry: false,
+            ids: !carry,
+            carry,
         };
         let mut unit = 0;
         self.scan_units(want, &mut |p: Part| {
             let drops = checked.drops.get(unit).map_or(&[][..], Vec::as_slice);
             unit += 1;
-            for b in drop_from_batches(&p.ids, drops)? {
+            let cols = if carry { &p.carry } else { &p.ids };
+            for b in drop_from_batches(cols, drops)? {
                 f(b)?;
             }
             Ok(())
