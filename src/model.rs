@@ -60,10 +60,18 @@ impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::input(path, format!("cannot read model ({e})")))?;
-        let m: Model = serde_json::from_str(&text)
-            .map_err(|e| Error::input(path, format!("not a lakemeans model ({e})")))?;
-        m.check()
-            .map_err(|why| Error::input(path, format!("corrupt model: {why}")))?;
+        Self::parse(&text).map_err(|why| Error::input(path, why))
+    }
+
+    /// A model from its JSON text, checked as [`Model::load`] checks a file.
+    pub fn from_json(text: &str) -> Result<Model> {
+        Self::parse(text).map_err(Error::Input)
+    }
+
+    fn parse(text: &str) -> std::result::Result<Model, String> {
+        let m: Model =
+            serde_json::from_str(text).map_err(|e| format!("not a lakemeans model ({e})"))?;
+        m.check().map_err(|why| format!("corrupt model: {why}"))?;
         Ok(m)
     }
 
