@@ -20,7 +20,7 @@ use crate::io::source::{Checked, Keep, Source};
 use crate::io::spill::{Spill, SpillWriter};
 use crate::io::{Outputs, ReadOptions, read_centroids};
 use crate::kmeans::{self, Init, KMeansParams, KMeansResult, Progress};
-use crate::model::{FORMAT_VERSION, Model};
+use crate::model::Model;
 use crate::prep::{ScaleMethod, Scaler};
 use crate::report::{PredictSummary, Seconds};
 
@@ -352,6 +352,14 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
         return Err(Error::Usage("--train-sample must be at least 1".into()));
     }
     let source = Source::open(&job.inputs, &job.read)?;
+    if job.read.features.is_none() {
+        for c in source.features.iter().filter(|c| looks_like_an_id(c)) {
+            eprintln!(
+                "lakemeans: warning: column '{c}' looks like an identifier but is clustered as a \
+                 feature; pass --id {c} to carry it, or --exclude {c}"
+            );
+        }
+    }
     crate::insight::analysis::check_columns(&source, &job.insight)?;
     let prepared = prepare(source, Scaling::Fit(job.scale), &job.prepare)?;
     let features = prepared.source.features.clone();
@@ -472,7 +480,7 @@ fn resolve_init(
     })
 }
 
-/// The saved model of a fit: clustered-space centroids as fitted, and the same in input units.
+/// The saved model of a fit.
 fn build_model(
     result: &KMeansResult,
     features: &[String],
@@ -480,28 +488,25 @@ fn build_model(
     params: &KMeansParams,
     rows: usize,
 ) -> Model {
-    let dim = features.len();
-    Model {
-        format_version: FORMAT_VERSION,
-        features: features.to_vec(),
-        scaling: scaler.clone(),
-        k: params.k,
-        centroids: result
-            .centroids
-            .chunks_exact(dim)
-            .map(<[f32]>::to_vec)
-            .collect(),
-        centroids_input_units: scaler
-            .inverse(&result.centroids)
-            .chunks_exact(dim)
-            .map(<[f64]>::to_vec)
-            .collect(),
-        inertia: result.inertia,
+    Model::new(
+        features.to_vec(),
+        scaler.clone(),
+        &result.centroids,
+        result.inertia,
         rows,
-        iterations: result.iterations,
-        seed: params.seed,
-        segment_ids: None,
-    }
+        result.iterations,
+        params.seed,
+    )
+}
+
+/// A column name such as `id`, `customer_id`, `customerId` or `uuid`.
+pub fn looks_like_an_id(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["id", "uuid", "guid"].contains(&lower.as_str())
+        || ["_id", "-id", " id", "_uuid", "_key"]
+            .iter()
+            .any(|s| lower.ends_with(s))
+        || (name.ends_with("Id") && name.len() > 2)
 }
 
 /// `m` rows drawn uniformly without replacement (Floyd's algorithm, seeded), gathered in row

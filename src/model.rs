@@ -32,6 +32,39 @@ pub struct Model {
 }
 
 impl Model {
+    /// The model of a fit: `centroids` in clustered space (`k * dim`, row-major) as fitted,
+    /// and the same in input units through `scaling`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        features: Vec<String>,
+        scaling: Scaler,
+        centroids: &[f32],
+        inertia: f64,
+        rows: usize,
+        iterations: usize,
+        seed: u64,
+    ) -> Model {
+        let dim = features.len().max(1);
+        let k = centroids.len() / dim;
+        Model {
+            format_version: FORMAT_VERSION,
+            k,
+            centroids: centroids.chunks_exact(dim).map(<[f32]>::to_vec).collect(),
+            centroids_input_units: scaling
+                .inverse(centroids)
+                .chunks_exact(dim)
+                .map(<[f64]>::to_vec)
+                .collect(),
+            features,
+            scaling,
+            inertia,
+            rows,
+            iterations,
+            seed,
+            segment_ids: None,
+        }
+    }
+
     /// Flattened clustered-space centroids, `k * dim`.
     pub fn flat_centroids(&self) -> Vec<f32> {
         self.centroids.iter().flatten().copied().collect()

@@ -3,6 +3,8 @@
 //! heavy runs with the GIL released. Errors keep the library's messages: bad input and bad
 //! arguments become `ValueError`, failed writes `OSError`, the rest `RuntimeError`.
 
+mod spark;
+
 use std::path::PathBuf;
 
 use arrow_array::RecordBatch;
@@ -45,8 +47,12 @@ fn pick<T: Copy>(what: &str, s: &str, options: &[(&str, T)]) -> PyResult<T> {
 }
 
 fn device(s: &str) -> PyResult<DeviceChoice> {
-    use DeviceChoice::*;
-    pick("device", s, &[("auto", Auto), ("cpu", Cpu), ("gpu", Gpu)])
+    let c = [
+        ("auto", DeviceChoice::Auto),
+        ("cpu", DeviceChoice::Cpu),
+        ("gpu", DeviceChoice::Gpu),
+    ];
+    pick("device", s, &c)
 }
 
 fn scale(s: &str) -> PyResult<ScaleMethod> {
@@ -353,5 +359,5 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(predict, m)?)?;
     m.add_function(wrap_pyfunction!(transform, m)?)?;
     m.add_function(wrap_pyfunction!(fit_parquet, m)?)?;
-    Ok(())
+    spark::register(m)
 }

@@ -13,8 +13,9 @@ use crate::html;
 use crate::insight::sweep::{Segments, Sweep, sweep};
 use crate::insight::{ExtraKind, ExtraValues, decode_extra, silhouette_rows};
 use crate::io::{Outputs, ReadOptions, check_target, read_table};
+use crate::job::InitChoice;
 use crate::kmeans::{self, Init, KMeansParams, Quiet};
-use crate::prep::{ScaleMethod, Scaler};
+use crate::prep::Scaler;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -46,27 +47,11 @@ pub struct SweepArgs {
     /// Column of non-negative sample weights.
     #[arg(long, value_name = "COL")]
     pub weight: Option<String>,
-    /// Feature scaling before clustering.
-    #[arg(long, value_enum, default_value_t = ScaleMethod::Standard)]
-    pub scale: ScaleMethod,
-    /// k-means++ or random.
-    #[arg(long, default_value = "k-means++", value_name = "k-means++|random")]
-    pub init: String,
-    /// Runs per k from different seeds; the lowest inertia is kept.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub n_init: usize,
-    /// Lloyd iterations per run at most.
-    #[arg(long, default_value_t = 300, value_name = "N")]
-    pub max_iter: usize,
-    /// Convergence threshold, as for `fit`.
-    #[arg(long, default_value_t = 1e-4, value_name = "T")]
-    pub tol: f64,
-    /// Seed of every random choice, the silhouette sample included.
-    #[arg(long, default_value_t = 0, value_name = "S")]
-    pub seed: u64,
     /// Skip rows with a null, NaN or infinite feature or weight.
     #[arg(long)]
     pub drop_invalid: bool,
+    #[command(flatten)]
+    pub kmeans: super::KMeansArgs,
     /// An existing segment label to score every k against (ARI, NMI).
     #[arg(long, value_name = "COL")]
     pub compare_with: Option<String>,
@@ -121,12 +106,15 @@ pub fn run(a: &SweepArgs) -> Result<()> {
     if let Some(r) = &a.report {
         check_target(r)?;
     }
-    let init = match a.init.as_str() {
-        "k-means++" | "kmeans++" => Init::KMeansPlusPlus,
-        "random" => Init::Random,
-        other => {
+    let km = &a.kmeans;
+    let init = match km.init() {
+        InitChoice::Auto | InitChoice::KMeansPlusPlus => Init::KMeansPlusPlus,
+        InitChoice::Random => Init::Random,
+        InitChoice::KMeansParallel => Init::KMeansParallel,
+        InitChoice::File(_) | InitChoice::Given(_) => {
             return Err(Error::Usage(format!(
-                "--init '{other}': a sweep takes k-means++ or random"
+                "--init '{}': a sweep fits several k, so it takes k-means++, k-means|| or random",
+                km.init
             )));
         }
     };
@@ -147,16 +135,11 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         .as_ref()
         .map(|c| decode_extra(&table.carry, c, ExtraKind::Segment, &file))
         .transpose()?;
-    let scaler = Scaler::fit(a.scale, &table.data);
+    let scaler = Scaler::fit(km.scale, &table.data);
     table.data = scaler.transform_dataset(&table.data);
     let base = KMeansParams {
-        k: ks[ks.len() - 1],
         init,
-        n_init: a.n_init,
-        max_iter: a.max_iter,
-        tol: a.tol,
-        seed: a.seed,
-        ..KMeansParams::new(ks[ks.len() - 1])
+        ..km.params(ks[ks.len() - 1])
     };
     // Checks the largest k against the rows (and the rest of the settings) before any work.
     kmeans::validate(&base, &table.data)?;
@@ -171,7 +154,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         },
         None => None,
     };
-    let sample = silhouette_rows(table.data.rows(), a.seed);
+    let sample = silhouette_rows(table.data.rows(), km.seed);
     let mut be = backend::create(a.run.device, &table.data, a.run.adapter.as_deref())?;
     let quiet = a.run.json;
     let result: Sweep = sweep(
