@@ -126,10 +126,10 @@ impl ExactSum {
     /// Reads what [`ExactSum::write`] wrote from the front of `bytes`, and moves past it.
     pub fn read(bytes: &mut &[u8]) -> Result<ExactSum> {
         let bad = || Error::Input("corrupt exact-sum encoding".into());
-        let [lo, n, rest @ ..] = *bytes else {
+        if bytes.len() < 2 {
             return Err(bad());
-        };
-        let (lo, n) = (lo as usize, n as usize);
+        }
+        let (lo, n, rest) = (bytes[0] as usize, bytes[1] as usize, &bytes[2..]);
         if lo + n > DIGITS || rest.len() < 8 * n {
             return Err(bad());
         }
@@ -169,7 +169,7 @@ mod tests {
         let v: Vec<f64> = (0..10_000)
             .map(|i| {
                 let m = rng.uniform() - 0.5;
-                m * pow2((i % 90) as i32 - 45)
+                m * pow2(i % 90 - 45)
             })
             .collect();
         let a = sum(&v);

@@ -179,7 +179,8 @@ class KMeans:
         return rows
 
     def predict(self, X, sample_weight=None) -> np.ndarray:
-        labels, _, _ = _native.predict(self._model, self._check_rows(X), self.device)
+        rows = self._check_rows(X)
+        labels, _, _ = _native.predict(self._model, rows, self.device)
         return _labels(labels)
 
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
@@ -187,7 +188,8 @@ class KMeans:
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distance of each row to each centroid, in the clustered space."""
-        d = _native.transform(self._model, self._check_rows(X))
+        rows = self._check_rows(X)
+        d = _native.transform(self._model, rows)
         return np.frombuffer(d, dtype=np.float64).reshape(-1, self._model.k)
 
     def fit_transform(self, X, y=None, sample_weight=None) -> np.ndarray:

@@ -128,17 +128,15 @@ fn rows_from_buffer(
         let (n, d) = (buf.shape()[0], buf.shape()[1]);
         let (s0, s1) = (buf.strides()[0], buf.strides()[1]);
         let base = buf.buf_ptr() as usize;
-        py.detach(move || {
-            let get = |i: usize, j: usize| -> f64 {
-                let at = base as isize + i as isize * s0 + j as isize * s1;
-                // SAFETY: `buf` holds the exporter's memory for the whole call, and (i, j) is
-                // within its shape, so `at` points at one element of it.
-                unsafe { std::ptr::read_unaligned(at as *const T) }.into()
-            };
-            let f = frame::matrix(n, d, names, w, get);
-            drop(buf);
-            f.map(Rows).map_err(err)
-        })
+        let get = move |i: usize, j: usize| -> f64 {
+            let at = base as isize + i as isize * s0 + j as isize * s1;
+            // SAFETY: `buf` holds the exporter's memory until after the read, and (i, j) is
+            // within its shape, so `at` points at one element of it.
+            unsafe { std::ptr::read_unaligned(at as *const T) }.into()
+        };
+        let f = py.detach(move || frame::matrix(n, d, names, w, get));
+        drop(buf);
+        f.map(Rows).map_err(err)
     }
     match PyBuffer::<f32>::get(x) {
         Ok(b) => read(py, b, names, w),
@@ -337,7 +335,7 @@ fn fit_parquet<'py>(
     job.output = output;
     job.model = model;
     let run = py
-        .detach(|| {
+        .detach(|| -> lakemeans::Result<_> {
             let run = job::fit(&job, &Quiet)?;
             let labels = run.labels().to_vec();
             let (model, inertia, iterations) =

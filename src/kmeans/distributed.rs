@@ -296,7 +296,8 @@ pub type Keyed = (u64, Vec<f32>);
 /// The `m` rows with positive weight that have the smallest seeded keys: a uniform sample
 /// without replacement that any split of the rows agrees on (merge with [`smallest`]).
 pub fn smallest_keys(rows: &Dataset, m: usize, seed: u64) -> Vec<Keyed> {
-    let key = super::round_key(seed, usize::MAX);
+    // A round no k-means|| run reaches, so these keys are not its draws.
+    let key = super::round_key(seed, 1 << 20);
     let all: Vec<Keyed> = (0..rows.rows())
         .filter(|&i| rows.weight(i) > 0.0)
         .map(|i| {
