@@ -10,6 +10,8 @@ its training cost (inertia).
 """
 
 import argparse
+import os
+import sys
 import time
 
 from pyspark.sql import SparkSession
@@ -22,6 +24,7 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--master", default="local[2]")
     a = ap.parse_args()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (
         SparkSession.builder.master(a.master)
         .config("spark.ui.enabled", "false")

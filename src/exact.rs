@@ -99,6 +99,12 @@ impl ExactSum {
     pub fn value(&self) -> f64 {
         let mut s = self.clone();
         s.carry();
+        // A negative sum carries into a negative top word; round its magnitude instead.
+        let negative = s.digits[DIGITS - 1] < 0;
+        if negative {
+            s.digits.iter_mut().for_each(|d| *d = -*d);
+            s.carry();
+        }
         // Most significant first, so the small words land on an already large total.
         let mut acc = 0.0f64;
         for (i, &d) in s.digits.iter().enumerate().rev() {
@@ -106,7 +112,7 @@ impl ExactSum {
                 acc += d as f64 * pow2(32 * i as i32 - 1074);
             }
         }
-        acc
+        if negative { -acc } else { acc }
     }
 
     /// A compact encoding: the first non-zero word, the count, then the words (little-endian).
@@ -144,9 +150,11 @@ impl ExactSum {
     }
 }
 
-/// 2^e for -1074 ≤ e ≤ 1023, built from bits (subnormal below -1022).
+/// 2^e, built from bits (subnormal below -1022, infinite above 1023).
 fn pow2(e: i32) -> f64 {
-    if e >= -1022 {
+    if e > 1023 {
+        f64::INFINITY
+    } else if e >= -1022 {
         f64::from_bits(((e + 1023) as u64) << 52)
     } else {
         f64::from_bits(1u64 << (e + 1074))
@@ -192,6 +200,8 @@ mod tests {
         // 0.1 + 0.2 - 0.3 of the f64 values is exactly 2^-55.
         assert_eq!(sum(&[0.1, 0.2, -0.3]).value(), pow2(-55));
         assert_eq!(sum(&[-2.5, 0.5]).value(), -2.0);
+        assert_eq!(sum(&[-1e-300, -3.0]).value(), -3.0);
+        assert_eq!(sum(&[-f64::MAX, -f64::MAX]).value(), f64::NEG_INFINITY);
         assert_eq!(sum(&[5e-324, 5e-324]).value(), 1e-323);
     }
 

@@ -153,3 +153,25 @@ def test_bad_arguments_raise_value_error_with_the_command_line_message():
         lakemeans.KMeans(2, init="file.parquet").fit(X)
     with pytest.raises(ValueError, match="shape"):
         lakemeans.KMeans(2, init=np.zeros((3, 2))).fit(X)
+
+
+def test_the_gil_is_released_while_fitting():
+    import threading
+
+    X = blobs(300_000, 16, 8, seed=5)
+    started, done = threading.Event(), threading.Event()
+
+    def fit():
+        started.set()
+        lakemeans.KMeans(8, max_iter=30, tol=0, device="cpu").fit(X)
+        done.set()
+
+    t = threading.Thread(target=fit)
+    t.start()
+    started.wait()
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+    t.join()
+    # Held for the whole fit, the GIL would let this loop run only between native calls.
+    assert ticks > 100_000, ticks
