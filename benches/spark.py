@@ -28,7 +28,7 @@ def main():
     spark = (
         SparkSession.builder.master(a.master)
         .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "8g")
+        .config("spark.driver.memory", "6g")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

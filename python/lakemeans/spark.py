@@ -125,7 +125,15 @@ class KMeans:
         cols, weight, k = self.inputCols, self.weightCol, self.k
         _check_columns(df, cols, weight)
         dim, device, seed = len(cols), self.device, self.seed
-        df = df.select(*cols, *([weight] if weight else []))
+        # Every pass reads the same columns: keep them cached, as MLlib caches its vectors.
+        df = df.select(*cols, *([weight] if weight else [])).persist()
+        try:
+            return self._fit(df, dim, device, seed)
+        finally:
+            df.unpersist()
+
+    def _fit(self, df, dim, device, seed) -> "KMeansModel":
+        cols, weight, k = self.inputCols, self.weightCol, self.k
 
         stats = _job(df, cols, weight, _native.stats)
         scaler, tol_unit, rows = _native.reduce_stats(stats, dim, self.scale)
@@ -231,9 +239,11 @@ class KMeansModel:
 
         cols = self.inputCols
         _check_columns(df, cols, None)
-        model, device = self._model, self.device
+        # The model travels to the workers as its JSON.
+        text, device = self._model.to_json(), self.device
 
         def run(batches):
+            model = _native.Model.from_json(text)
             for b in batches:
                 if not b.num_rows:
                     continue
