@@ -28,7 +28,6 @@ if ((${#missing[@]})); then
 fi
 command -v chromium >/dev/null 2>&1 || install "headless browser for the HTML report test" chromium
 command -v java >/dev/null 2>&1 || install "Java for the Spark tests" openjdk-17-jre-headless
-python3 -c "import ensurepip, venv" 2>/dev/null || install "Python virtual environments" python3-venv
 
 cargo fmt --all -- --check
 cargo clippy --workspace --release --all-targets --locked -- -D warnings
@@ -37,7 +36,13 @@ cargo test --release --locked
 # The Python package, built once from this checkout (pip runs maturin on python/), then its
 # tests: scikit-learn equivalence, the model file shared with the command line, and Spark.
 venv=target/python-venv
-[[ -x $venv/bin/python ]] || python3 -m venv "$venv"
+if [[ ! -x $venv/bin/python ]]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    rm -rf "$venv"
+    install "Python virtual environments" python3-venv
+    python3 -m venv "$venv"
+  }
+fi
 "$venv/bin/python" -m pip install -q pytest scikit-learn pyarrow polars pandas pyspark
 "$venv/bin/python" -m pip install -q --force-reinstall --no-deps ./python
 LAKEMEANS_BIN=$PWD/target/release/lakemeans "$venv/bin/python" -m pytest -q python/tests
