@@ -2,7 +2,9 @@
 # The whole test suite, as CI runs it. The GPU tests run for real: when no Vulkan driver is
 # installed, Mesa's software one (lavapipe) is installed first, so the WGSL shaders execute on
 # every machine. If no adapter can be found even then, the GPU tests fail and say why. The HTML
-# report test renders reports in headless Chromium, installed here when missing.
+# report test renders reports in headless Chromium, installed here when missing. The Python
+# package is built once into a virtual environment under target/ and tested with pytest, the
+# Spark tests on a local Spark with Java 17 (Debian's openjdk-17-jre-headless when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,10 +27,25 @@ if ((${#missing[@]})); then
   install "software Vulkan for the GPU tests" "${missing[@]}"
 fi
 command -v chromium >/dev/null 2>&1 || install "headless browser for the HTML report test" chromium
+command -v java >/dev/null 2>&1 || install "Java for the Spark tests" openjdk-17-jre-headless
 
 cargo fmt --all -- --check
-cargo clippy --release --all-targets --locked -- -D warnings
+cargo clippy --workspace --release --all-targets --locked -- -D warnings
 cargo test --release --locked
+
+# The Python package, built once from this checkout (pip runs maturin on python/), then its
+# tests: scikit-learn equivalence, the model file shared with the command line, and Spark.
+venv=target/python-venv
+if [[ ! -x $venv/bin/python ]]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    rm -rf "$venv"
+    install "Python virtual environments" python3-venv
+    python3 -m venv "$venv"
+  }
+fi
+"$venv/bin/python" -m pip install -q pytest scikit-learn pyarrow polars pandas pyspark
+"$venv/bin/python" -m pip install -q --force-reinstall --no-deps ./python
+LAKEMEANS_BIN=$PWD/target/release/lakemeans "$venv/bin/python" -m pytest -q python/tests
 
 # The CPU kernels exist for AVX-512, AVX2 and a portable fallback, and the suite above ran the
 # best this CPU has. Run the kernel, reference, scikit-learn equivalence and thread-determinism

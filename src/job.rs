@@ -20,10 +20,11 @@ use crate::io::source::{Checked, Keep, Source};
 use crate::io::spill::{Spill, SpillWriter};
 use crate::io::{Outputs, ReadOptions, read_centroids};
 use crate::kmeans::{self, Init, KMeansParams, KMeansResult, Progress};
-use crate::model::{FORMAT_VERSION, Model};
+use crate::model::Model;
 use crate::prep::{ScaleMethod, Scaler};
 use crate::report::{PredictSummary, Seconds};
 
+pub mod frame;
 mod profile;
 mod sweep;
 pub use profile::{Clusters, ProfileJob, ProfileRun, profile};
@@ -236,6 +237,8 @@ pub enum InitChoice {
     KMeansParallel,
     /// A Parquet file of `k` centroids in input units.
     File(PathBuf),
+    /// `k` centroids in input units, row-major (an array handed over by a binding).
+    Given(Vec<f64>),
 }
 
 impl InitChoice {
@@ -334,29 +337,24 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
         return Err(Error::Usage("--train-sample must be at least 1".into()));
     }
     let source = Source::open(&job.inputs, &job.read)?;
+    if job.read.features.is_none() {
+        for c in source.features.iter().filter(|c| looks_like_an_id(c)) {
+            eprintln!(
+                "lakemeans: warning: column '{c}' looks like an identifier but is clustered as a \
+                 feature; pass --id {c} to carry it, or --exclude {c}"
+            );
+        }
+    }
     crate::insight::analysis::check_columns(&source, &job.insight)?;
     let prepared = prepare(source, Scaling::Fit(job.scale), &job.prepare)?;
     let features = prepared.source.features.clone();
-    let dim = features.len();
-    let (init, init_name) = match &job.init {
-        InitChoice::Auto if prepared.mode == Mode::Streaming => (Init::KMeansParallel, "k-means||"),
-        InitChoice::Auto | InitChoice::KMeansPlusPlus => (Init::KMeansPlusPlus, "k-means++"),
-        InitChoice::Random => (Init::Random, "random"),
-        InitChoice::KMeansParallel => (Init::KMeansParallel, "k-means||"),
-        InitChoice::File(p) => {
-            let raw = read_centroids(p, &features, job.params.k)?;
-            (
-                Init::Centroids(prepared.scaler.transform_rows(&raw)),
-                "file",
-            )
-        }
-    };
-    if matches!(init, Init::Centroids(_)) && job.params.n_init > 1 {
-        eprintln!(
-            "lakemeans: --init from a file gives one start; ignoring --n-init {}",
-            job.params.n_init
-        );
-    }
+    let (init, init_name) = resolve_init(
+        &job.init,
+        prepared.mode,
+        &features,
+        &job.params,
+        &prepared.scaler,
+    )?;
     let params = KMeansParams {
         init,
         ..job.params.clone()
@@ -412,26 +410,7 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
             &result.weights,
         )?;
     }
-    let model = Model {
-        format_version: FORMAT_VERSION,
-        features,
-        scaling: prepared.scaler.clone(),
-        k: params.k,
-        centroids: result
-            .centroids
-            .chunks_exact(dim)
-            .map(<[f32]>::to_vec)
-            .collect(),
-        centroids_input_units: centroids_input
-            .chunks_exact(dim)
-            .map(<[f64]>::to_vec)
-            .collect(),
-        inertia: result.inertia,
-        rows: rows.rows(),
-        iterations: result.iterations,
-        seed: params.seed,
-        segment_ids: None,
-    };
+    let model = build_model(&result, &features, &prepared.scaler, &params, rows.rows());
     if let Some(p) = &job.model {
         outputs.bytes(p, model.to_json()?.as_bytes())?;
     }
@@ -448,6 +427,71 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
         passes,
         train_rows,
     })
+}
+
+/// The init a fit runs, in clustered space, and its name for summaries: `Auto` is greedy
+/// k-means++ in memory and k-means|| when streaming; given centroids are scaled like the rows.
+fn resolve_init(
+    choice: &InitChoice,
+    mode: Mode,
+    features: &[String],
+    params: &KMeansParams,
+    scaler: &Scaler,
+) -> Result<(Init, &'static str)> {
+    let given = |raw: &[f64]| {
+        if raw.len() != params.k * features.len() {
+            return Err(Error::Usage(format!(
+                "the initial centroids must be {} x {} (k x features), got {} values",
+                params.k,
+                features.len(),
+                raw.len()
+            )));
+        }
+        if params.n_init > 1 {
+            eprintln!(
+                "lakemeans: given initial centroids make one start; ignoring --n-init {}",
+                params.n_init
+            );
+        }
+        Ok((Init::Centroids(scaler.transform_rows(raw)), "file"))
+    };
+    Ok(match choice {
+        InitChoice::Auto if mode == Mode::Streaming => (Init::KMeansParallel, "k-means||"),
+        InitChoice::Auto | InitChoice::KMeansPlusPlus => (Init::KMeansPlusPlus, "k-means++"),
+        InitChoice::Random => (Init::Random, "random"),
+        InitChoice::KMeansParallel => (Init::KMeansParallel, "k-means||"),
+        InitChoice::File(p) => given(&read_centroids(p, features, params.k)?)?,
+        InitChoice::Given(raw) => given(raw)?,
+    })
+}
+
+/// The saved model of a fit.
+fn build_model(
+    result: &KMeansResult,
+    features: &[String],
+    scaler: &Scaler,
+    params: &KMeansParams,
+    rows: usize,
+) -> Model {
+    Model::new(
+        features.to_vec(),
+        scaler.clone(),
+        &result.centroids,
+        result.inertia,
+        rows,
+        result.iterations,
+        params.seed,
+    )
+}
+
+/// A column name such as `id`, `customer_id`, `customerId` or `uuid`.
+pub fn looks_like_an_id(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["id", "uuid", "guid"].contains(&lower.as_str())
+        || ["_id", "-id", " id", "_uuid", "_key"]
+            .iter()
+            .any(|s| lower.ends_with(s))
+        || (name.ends_with("Id") && name.len() > 2)
 }
 
 /// `m` rows drawn uniformly without replacement (Floyd's algorithm, seeded), gathered in row

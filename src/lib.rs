@@ -28,6 +28,7 @@ pub mod campaign;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod exact;
 pub mod html;
 pub mod insight;
 pub mod io;

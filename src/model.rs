@@ -32,6 +32,39 @@ pub struct Model {
 }
 
 impl Model {
+    /// The model of a fit: `centroids` in clustered space (`k * dim`, row-major) as fitted,
+    /// and the same in input units through `scaling`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        features: Vec<String>,
+        scaling: Scaler,
+        centroids: &[f32],
+        inertia: f64,
+        rows: usize,
+        iterations: usize,
+        seed: u64,
+    ) -> Model {
+        let dim = features.len().max(1);
+        let k = centroids.len() / dim;
+        Model {
+            format_version: FORMAT_VERSION,
+            k,
+            centroids: centroids.chunks_exact(dim).map(<[f32]>::to_vec).collect(),
+            centroids_input_units: scaling
+                .inverse(centroids)
+                .chunks_exact(dim)
+                .map(<[f64]>::to_vec)
+                .collect(),
+            features,
+            scaling,
+            inertia,
+            rows,
+            iterations,
+            seed,
+            segment_ids: None,
+        }
+    }
+
     /// Flattened clustered-space centroids, `k * dim`.
     pub fn flat_centroids(&self) -> Vec<f32> {
         self.centroids.iter().flatten().copied().collect()
@@ -60,10 +93,18 @@ impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::input(path, format!("cannot read model ({e})")))?;
-        let m: Model = serde_json::from_str(&text)
-            .map_err(|e| Error::input(path, format!("not a lakemeans model ({e})")))?;
-        m.check()
-            .map_err(|why| Error::input(path, format!("corrupt model: {why}")))?;
+        Self::parse(&text).map_err(|why| Error::input(path, why))
+    }
+
+    /// A model from its JSON text, checked as [`Model::load`] checks a file.
+    pub fn from_json(text: &str) -> Result<Model> {
+        Self::parse(text).map_err(Error::Input)
+    }
+
+    fn parse(text: &str) -> std::result::Result<Model, String> {
+        let m: Model =
+            serde_json::from_str(text).map_err(|e| format!("not a lakemeans model ({e})"))?;
+        m.check().map_err(|why| format!("corrupt model: {why}"))?;
         Ok(m)
     }
 

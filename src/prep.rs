@@ -129,6 +129,25 @@ impl ScaleStats {
         }
     }
 
+    /// Statistics gathered elsewhere (exact sums from Spark partitions): total weight, and per
+    /// feature the weighted mean, the weighted sum of squared deviations, the least and the
+    /// greatest value.
+    pub fn from_parts(
+        weight: f64,
+        mean: Vec<f64>,
+        m2: Vec<f64>,
+        lo: Vec<f64>,
+        hi: Vec<f64>,
+    ) -> Self {
+        ScaleStats {
+            weight,
+            mean,
+            m2,
+            lo,
+            hi,
+        }
+    }
+
     /// Two passes in f64 over a few rows.
     fn of_rows(x: &[f64], w: Option<&[f32]>, dim: usize) -> Self {
         let mut s = ScaleStats::new(dim);

@@ -811,3 +811,102 @@ fn isa_override_is_obeyed_or_refused_on_stderr() {
         "{a}"
     );
 }
+
+/// What a first session trips over: negative counts, silent commands, keys that go missing,
+/// ids clustered as features, and help that names flags a command does not have.
+#[test]
+fn first_session_rough_edges() {
+    let dir = tmpdir();
+    let d = dir.path();
+    let (t, m, a) = (p(d, "t.parquet"), p(d, "m.json"), p(d, "a.parquet"));
+    let o = lakemeans(&["fit", s(&t), "--k", "-1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("must be at least 1"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("-- -1"), "{}", stderr(&o));
+
+    let gen_args = [
+        "gen",
+        "--rows",
+        "300",
+        "--features",
+        "2",
+        "--clusters",
+        "3",
+        "--output",
+    ];
+    let o = lakemeans(&[&gen_args[..], &[s(&t)]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("wrote 300 rows x 2 features in 3 clusters to"),
+        "{}",
+        stderr(&o)
+    );
+    let help = String::from_utf8_lossy(&lakemeans(&["gen", "--help"]).stdout).into_owned();
+    assert!(help.contains("Rows to write") && help.contains("The Parquet file to write"));
+
+    let o = lakemeans(&[
+        "fit",
+        s(&t),
+        "--k",
+        "3",
+        "--exclude",
+        "label",
+        "--model",
+        s(&m),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("column 'customer_id' looks like an identifier"),
+        "{}",
+        stderr(&o)
+    );
+    let o = lakemeans(&[
+        "fit",
+        s(&t),
+        "--k",
+        "3",
+        "--exclude",
+        "label",
+        "--id",
+        "customer_id",
+    ]);
+    assert!(
+        !stderr(&o).contains("looks like an identifier"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = lakemeans(&["predict", s(&t), "--model", s(&m), "--output", s(&a)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no --id column given"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = lakemeans(&["profile", s(&t)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("give --model") && stderr(&o).contains("--assignments"),
+        "{}",
+        stderr(&o)
+    );
+    let help = String::from_utf8_lossy(&lakemeans(&["profile", "--help"]).stdout).into_owned();
+    assert!(!help.contains("--profile"), "{help}");
+    let o = lakemeans(&[
+        "fit",
+        s(&t),
+        "--k",
+        "2",
+        "--describe",
+        "label",
+        "--output",
+        s(&a),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("give --profile or --report"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -11,7 +11,6 @@ use crate::insight::analysis::{InsightOutputs, check_targets, title, write};
 use crate::insight::{Clustered, analyse};
 use crate::io::{ReadOptions, check_target};
 use crate::job::{self, FitJob, InitChoice, Mode};
-use crate::kmeans::KMeansParams;
 use crate::report::{FitSummary, Seconds};
 
 pub fn run(a: &FitArgs) -> Result<()> {
@@ -33,22 +32,15 @@ pub fn run(a: &FitArgs) -> Result<()> {
         drop_invalid: a.drop_invalid,
         carry: a.insight.carry(),
     };
-    let init = InitChoice::parse(&a.init);
-    let spec = a.insight.spec(a.profile.is_some(), a.metrics, a.seed);
+    let km = &a.kmeans;
+    let init = km.init();
+    let spec = a.insight.spec(a.profile.is_some(), a.metrics, km.seed);
     let job = FitJob {
         inputs: a.inputs.clone(),
         read: read.clone(),
-        scale: a.scale,
+        scale: km.scale,
         init: init.clone(),
-        params: KMeansParams {
-            n_init: a.n_init,
-            max_iter: a.max_iter,
-            tol: a.tol,
-            seed: a.seed,
-            init_rounds: a.init_rounds,
-            oversampling: a.oversampling,
-            ..KMeansParams::new(a.k)
-        },
+        params: km.params(a.k),
         device: a.run.device,
         adapter: a.run.adapter.clone(),
         prepare: a.memory.prepare(),
@@ -61,9 +53,9 @@ pub fn run(a: &FitArgs) -> Result<()> {
     let runs = if matches!(init, InitChoice::File(_)) {
         1
     } else {
-        a.n_init
+        km.n_init
     };
-    let bar = Bar::new(a.max_iter, runs);
+    let bar = Bar::new(km.max_iter, runs);
     let run = job::fit(&job, &bar);
     bar.finish();
     let mut run = run?;
@@ -94,7 +86,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
             title: title(a.k, &p.source.files),
             files: &p.source.files,
             facts: vec![
-                ("scaling".into(), format!("{:?}", a.scale).to_lowercase()),
+                ("scaling".into(), format!("{:?}", km.scale).to_lowercase()),
                 ("device".into(), run.info.kind.clone()),
                 (
                     "inertia (clustered space)".into(),
@@ -134,8 +126,8 @@ pub fn run(a: &FitArgs) -> Result<()> {
         n_init: result.run_inertias.len(),
         best_run: result.best_run,
         run_inertias: result.run_inertias.clone(),
-        seed: a.seed,
-        scale: format!("{:?}", a.scale).to_lowercase(),
+        seed: km.seed,
+        scale: format!("{:?}", km.scale).to_lowercase(),
         dropped_rows: p.checked.dropped,
         empty_clusters: result.sizes.iter().filter(|&&s| s == 0).count(),
         relocated_clusters: result.reseeded,

@@ -122,7 +122,7 @@ pub struct FitArgs {
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Number of clusters.
-    #[arg(long, short)]
+    #[arg(long, short, allow_negative_numbers = true, value_parser = at_least_one)]
     pub k: usize,
     /// Feature columns [default: every numeric column except --id, --weight and --exclude ones]
     #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
@@ -136,41 +136,12 @@ pub struct FitArgs {
     /// Column of non-negative sample weights, used in init, update and inertia.
     #[arg(long, value_name = "COL")]
     pub weight: Option<String>,
-    /// Feature scaling before clustering; centroids are always reported in input units.
-    #[arg(long, value_enum, default_value_t = ScaleMethod::Standard)]
-    pub scale: ScaleMethod,
-    /// auto (greedy k-means++ when the rows fit in memory, k-means|| when the fit streams),
-    /// k-means++, k-means||, random, or a Parquet file of k centroids (columns named like the
-    /// features, in input units).
-    #[arg(
-        long,
-        default_value = "auto",
-        value_name = "auto|k-means++|k-means|||random|PATH"
-    )]
-    pub init: String,
-    /// k-means|| sampling rounds, each one pass over the rows (Spark MLlib's initSteps).
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub init_rounds: usize,
-    /// k-means|| candidates drawn per round, as a multiple of k (the l = 2k of Bahmani et al.).
-    #[arg(long, default_value_t = 2.0, value_name = "F")]
-    pub oversampling: f64,
+    #[command(flatten)]
+    pub kmeans: KMeansArgs,
     /// Train on a uniform seeded sample of N rows, then assign every row in one final pass
     /// (the practical way to cluster 100 M rows; FAISS samples 256 rows per centroid).
     #[arg(long, value_name = "N")]
     pub train_sample: Option<usize>,
-    /// Runs from different seeds; the one with the lowest inertia is kept.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub n_init: usize,
-    /// Lloyd iterations per run at most.
-    #[arg(long, default_value_t = 300, value_name = "N")]
-    pub max_iter: usize,
-    /// Stop when the squared centroid shift is below T times the mean feature variance;
-    /// 0 runs to --max-iter unless no label changes.
-    #[arg(long, default_value_t = 1e-4, value_name = "T")]
-    pub tol: f64,
-    /// Seed of every random choice.
-    #[arg(long, default_value_t = 0, value_name = "S")]
-    pub seed: u64,
     /// Skip rows with a null, NaN or infinite feature or weight (and report how many).
     #[arg(long)]
     pub drop_invalid: bool,
@@ -198,6 +169,61 @@ pub struct FitArgs {
     pub memory: MemoryArgs,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// The k-means settings, defined once for `fit` and `sweep`.
+#[derive(Debug, Args)]
+pub struct KMeansArgs {
+    /// Feature scaling before clustering; centroids are always reported in input units.
+    #[arg(long, value_enum, default_value_t = ScaleMethod::Standard)]
+    pub scale: ScaleMethod,
+    /// auto (greedy k-means++ when the rows fit in memory, k-means|| when the fit streams),
+    /// k-means++, k-means||, random, or a Parquet file of k centroids (columns named like the
+    /// features, in input units; `fit` only, as a sweep fits several k).
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|k-means++|k-means|||random|PATH"
+    )]
+    pub init: String,
+    /// k-means|| sampling rounds, each one pass over the rows (Spark MLlib's initSteps).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub init_rounds: usize,
+    /// k-means|| candidates drawn per round, as a multiple of k (the l = 2k of Bahmani et al.).
+    #[arg(long, default_value_t = 2.0, value_name = "F")]
+    pub oversampling: f64,
+    /// Runs from different seeds; the one with the lowest inertia is kept.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub n_init: usize,
+    /// Lloyd iterations per run at most.
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub max_iter: usize,
+    /// Stop when the squared centroid shift is below T times the mean feature variance;
+    /// 0 runs to --max-iter unless no label changes.
+    #[arg(long, default_value_t = 1e-4, value_name = "T")]
+    pub tol: f64,
+    /// Seed of every random choice (init, samples).
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+}
+
+impl KMeansArgs {
+    /// The parameters of a fit with `k` clusters; the init comes from [`KMeansArgs::init`].
+    pub fn params(&self, k: usize) -> crate::kmeans::KMeansParams {
+        crate::kmeans::KMeansParams {
+            n_init: self.n_init,
+            max_iter: self.max_iter,
+            tol: self.tol,
+            seed: self.seed,
+            init_rounds: self.init_rounds,
+            oversampling: self.oversampling,
+            ..crate::kmeans::KMeansParams::new(k)
+        }
+    }
+
+    pub fn init(&self) -> crate::job::InitChoice {
+        crate::job::InitChoice::parse(&self.init)
+    }
 }
 
 /// How much memory the rows may take, and where they go when they do not fit.
@@ -256,7 +282,8 @@ pub struct PredictArgs {
 
 #[derive(Debug, Args)]
 pub struct GenArgs {
-    #[arg(long, value_name = "N")]
+    /// Rows to write.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub rows: usize,
     /// Feature columns f0..f{D-1}.
     #[arg(long, value_name = "D")]
@@ -264,13 +291,25 @@ pub struct GenArgs {
     /// Mixture components; each row's true one is in `label`.
     #[arg(long, value_name = "K")]
     pub clusters: usize,
+    /// Seed of the centres and the points.
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub seed: u64,
     /// Standard deviation of the cluster centres (points have unit variance around them).
     #[arg(long, default_value_t = 4.0)]
     pub spread: f64,
+    /// The Parquet file to write: `customer_id`, the features f0.., and the true `label`.
     #[arg(long, value_name = "PATH")]
     pub output: PathBuf,
+}
+
+/// A count given on the command line: a whole number of at least 1 (a negative one gets this
+/// message rather than clap's advice on values that start with '-').
+pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
 }
 
 /// Runs a parsed command line.
@@ -318,7 +357,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 seed: a.seed,
                 spread: a.spread,
             };
-            crate::synth::generate(&spec, &a.output)
+            crate::synth::generate(&spec, &a.output)?;
+            eprintln!(
+                "wrote {} rows x {} features in {} clusters to {}",
+                a.rows,
+                a.features,
+                a.clusters,
+                a.output.display()
+            );
+            Ok(())
         }
     }
 }

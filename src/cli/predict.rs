@@ -9,6 +9,12 @@ use crate::model::Model;
 pub fn run(a: &PredictArgs) -> Result<()> {
     crate::io::check_target(&a.output)?;
     let model = Model::load(&a.model)?;
+    if a.ids.is_empty() {
+        eprintln!(
+            "lakemeans: warning: no --id column given; the assignments follow the input row \
+             order with no key to join them back on (pass --id COL to carry one)"
+        );
+    }
     let job = PredictJob {
         inputs: a.inputs.clone(),
         read: ReadOptions {

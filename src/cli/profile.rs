@@ -19,7 +19,7 @@ use crate::prep::ScaleMethod;
 pub struct InsightArgs {
     /// Columns not clustered on to describe per cluster: numeric ones like the features (mean,
     /// median, z, lift), strings, dictionaries and booleans as category shares. They are left
-    /// out of the default feature set. Needs --profile, --output or --report.
+    /// out of the default feature set. Shown in the cluster profile and the HTML report.
     #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
     pub describe: Vec<String>,
     /// An existing segment or persona label (string, dictionary, boolean or integer column) to
@@ -85,12 +85,7 @@ pub struct ProfileArgs {
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Cluster of every row: a Parquet file with a `cluster` column.
-    #[arg(
-        long,
-        value_name = "PATH",
-        required_unless_present = "model",
-        conflicts_with = "model"
-    )]
+    #[arg(long, value_name = "PATH", conflicts_with = "model")]
     pub assignments: Option<PathBuf>,
     /// A model written by `fit --model`: its features are profiled and rows assigned by it.
     #[arg(long, value_name = "PATH")]
@@ -177,7 +172,14 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
     let clusters = match (model, &a.assignments) {
         (Some(m), _) => Clusters::Model(Box::new(m)),
         (None, Some(p)) => Clusters::Assignments(p.clone()),
-        (None, None) => return Err(Error::Usage("give --assignments or --model".into())),
+        (None, None) => {
+            return Err(Error::Usage(
+                "say which cluster each row is in: give --model (a model from `fit --model`; \
+                 rows are assigned as `predict` would) or --assignments (a file from \
+                 `fit --output`)"
+                    .into(),
+            ));
+        }
     };
     let run = job::profile(&ProfileJob {
         inputs: a.inputs.clone(),

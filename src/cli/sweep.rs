@@ -11,9 +11,8 @@ use crate::error::{Error, Result};
 use crate::html;
 use crate::insight::sweep::Sweep;
 use crate::io::{Outputs, ReadOptions};
-use crate::job::{self, InitChoice, Mode, SweepJob};
-use crate::kmeans::{KMeansParams, Quiet};
-use crate::prep::ScaleMethod;
+use crate::job::{self, Mode, SweepJob};
+use crate::kmeans::Quiet;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -47,28 +46,11 @@ pub struct SweepArgs {
     /// Column of non-negative sample weights.
     #[arg(long, value_name = "COL")]
     pub weight: Option<String>,
-    /// Feature scaling before clustering.
-    #[arg(long, value_enum, default_value_t = ScaleMethod::Standard)]
-    pub scale: ScaleMethod,
-    /// auto (greedy k-means++ when the rows fit in memory, k-means|| when they stream),
-    /// k-means++, k-means|| or random.
-    #[arg(long, default_value = "auto", value_name = "METHOD")]
-    pub init: String,
-    /// Runs per k from different seeds; the lowest inertia is kept.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub n_init: usize,
-    /// Lloyd iterations per run at most.
-    #[arg(long, default_value_t = 300, value_name = "N")]
-    pub max_iter: usize,
-    /// Convergence threshold, as for `fit`.
-    #[arg(long, default_value_t = 1e-4, value_name = "T")]
-    pub tol: f64,
-    /// Seed of every random choice, the silhouette sample included.
-    #[arg(long, default_value_t = 0, value_name = "S")]
-    pub seed: u64,
     /// Skip rows with a null, NaN or infinite feature or weight.
     #[arg(long)]
     pub drop_invalid: bool,
+    #[command(flatten)]
+    pub kmeans: super::KMeansArgs,
     /// An existing segment label to score every k against (ARI, NMI).
     #[arg(long, value_name = "COL")]
     pub compare_with: Option<String>,
@@ -119,6 +101,7 @@ pub fn parse_ks(s: &str) -> Result<Vec<usize>> {
 
 pub fn run(a: &SweepArgs) -> Result<()> {
     let t0 = Instant::now();
+    let km = &a.kmeans;
     let job = SweepJob {
         inputs: a.inputs.clone(),
         read: ReadOptions {
@@ -129,15 +112,9 @@ pub fn run(a: &SweepArgs) -> Result<()> {
             drop_invalid: a.drop_invalid,
             carry: Vec::new(),
         },
-        scale: a.scale,
-        init: InitChoice::parse(&a.init),
-        params: KMeansParams {
-            n_init: a.n_init,
-            max_iter: a.max_iter,
-            tol: a.tol,
-            seed: a.seed,
-            ..KMeansParams::new(1)
-        },
+        scale: km.scale,
+        init: km.init(),
+        params: km.params(1),
         ks: parse_ks(&a.k)?,
         compare_with: a.compare_with.clone(),
         device: a.run.device,

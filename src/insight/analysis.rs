@@ -374,8 +374,7 @@ pub fn check_targets(
     }
     if !shown && describe && profile.is_none() && report.is_none() {
         return Err(Error::Usage(
-            "--describe needs somewhere to show the result: give --profile/--output or --report"
-                .into(),
+            "--describe needs somewhere to show the result: give --profile or --report".into(),
         ));
     }
     Ok(())

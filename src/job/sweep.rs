@@ -122,12 +122,12 @@ pub fn sweep(
         InitChoice::Auto | InitChoice::KMeansPlusPlus => (Init::KMeansPlusPlus, "k-means++"),
         InitChoice::Random => (Init::Random, "random"),
         InitChoice::KMeansParallel => (Init::KMeansParallel, "k-means||"),
-        InitChoice::File(p) => {
-            return Err(Error::Usage(format!(
-                "--init {}: a sweep fits many k, so it takes auto, k-means++, k-means|| or \
-                 random, not a centroids file",
-                p.display()
-            )));
+        InitChoice::File(_) | InitChoice::Given(_) => {
+            return Err(Error::Usage(
+                "--init: a sweep fits several k, so it takes auto, k-means++, k-means|| or \
+                 random, not given centroids"
+                    .into(),
+            ));
         }
     };
     let base = KMeansParams {

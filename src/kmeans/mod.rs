@@ -6,11 +6,12 @@
 //! no label changes, and a final assignment against the final centroids. Empty clusters are
 //! re-seeded on the rows farthest from their centroids.
 
+pub mod distributed;
 mod init;
 mod parallel;
 
 pub use init::{kmeans_plus_plus, random_rows};
-pub use parallel::kmeans_parallel;
+pub use parallel::{kmeans_parallel, reduce_candidates, round_key, row_key, uniform};
 
 use crate::backend::{Assignment, Backend};
 use crate::data::Rows;
@@ -245,23 +246,7 @@ fn lloyd(
         let (mut sums, mut weights) = (step.sums, step.weights);
         let seeds = reseed_empty(backend, &mut sums, &mut weights, dim)?;
         reseeded += seeds.len();
-        let mut shift = 0.0f64;
-        for j in 0..k {
-            let w = weights[j];
-            let seed = seeds.iter().find(|(c, _)| *c == j).map(|(_, v)| v);
-            let old = &mut centroids[j * dim..(j + 1) * dim];
-            for (t, c) in old.iter_mut().enumerate() {
-                let new = match seed {
-                    Some(v) => v[t],
-                    None if w > 0.0 => (sums[j * dim + t] / w) as f32,
-                    // No weight and no row left to seed it: stays where it was.
-                    None => *c,
-                };
-                let d = new as f64 - *c as f64;
-                shift += d * d;
-                *c = new;
-            }
-        }
+        let shift = move_centroids(&mut centroids, &sums, &weights, &seeds);
         if shift <= tol {
             converged = true;
             break;
@@ -284,6 +269,35 @@ fn lloyd(
         reseeded,
         init_seconds: 0.0,
     })
+}
+
+/// The update of a Lloyd step: each centroid moves to the weighted mean of its members (`sums`
+/// over `weights`), or onto its re-seed in `seeds`; one with no weight and no seed stays put.
+/// Returns the total squared shift Σ‖Δc‖².
+pub fn move_centroids(
+    centroids: &mut [f32],
+    sums: &[f64],
+    weights: &[f64],
+    seeds: &[(usize, Vec<f32>)],
+) -> f64 {
+    let k = weights.len();
+    let dim = centroids.len() / k.max(1);
+    let mut shift = 0.0f64;
+    for (j, &w) in weights.iter().enumerate() {
+        let seed = seeds.iter().find(|(c, _)| *c == j).map(|(_, v)| v);
+        let old = &mut centroids[j * dim..(j + 1) * dim];
+        for (t, c) in old.iter_mut().enumerate() {
+            let new = match seed {
+                Some(v) => v[t],
+                None if w > 0.0 => (sums[j * dim + t] / w) as f32,
+                None => *c,
+            };
+            let d = new as f64 - *c as f64;
+            shift += d * d;
+            *c = new;
+        }
+    }
+    shift
 }
 
 /// Moves each cluster with no weight onto one of the rows farthest from its centroid, taking

@@ -62,7 +62,7 @@ pub fn kmeans_parallel(
         if phi <= 0.0 {
             break;
         }
-        let round_key = splitmix(key ^ (round as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
+        let round_key = round_key(key, round);
         let picked = sample(&near, l / phi, round_key);
         if picked.is_empty() {
             continue;
@@ -83,9 +83,28 @@ pub fn kmeans_parallel(
         weight[c as usize] += if weighted { near.w[i] as f64 } else { 1.0 };
     }
     drop(near);
-    let live: Vec<usize> = (0..m).filter(|&c| weight[c] > 0.0).collect();
+    match reduce_candidates(&cands, &weight, k, rng)? {
+        Some(centres) => Ok(centres),
+        None => {
+            let live: Vec<usize> = (0..m).filter(|&c| weight[c] > 0.0).collect();
+            fill_up(data, k, &cands, &live, key)
+        }
+    }
+}
+
+/// The last step of k-means||: candidates (row-major), each weighted by the rows nearest to
+/// it, reduced to `k` centres by weighted greedy k-means++, always on the CPU so the centres
+/// do not depend on the device. `None` when `k` or fewer candidates carry weight.
+pub fn reduce_candidates(
+    cands: &[f32],
+    weight: &[f64],
+    k: usize,
+    rng: &mut Rng,
+) -> Result<Option<Vec<f32>>> {
+    let dim = cands.len() / weight.len().max(1);
+    let live: Vec<usize> = (0..weight.len()).filter(|&c| weight[c] > 0.0).collect();
     if live.len() <= k {
-        return fill_up(data, k, &cands, &live, key);
+        return Ok(None);
     }
     let pool = Dataset::from_rows(
         dim,
@@ -94,9 +113,8 @@ pub fn kmeans_parallel(
             .collect(),
         Some(live.iter().map(|&c| weight[c] as f32).collect()),
     );
-    // Always on the CPU, so the centres do not depend on the device.
     let mut cpu = CpuBackend::new(&pool);
-    kmeans_plus_plus(&pool, &mut cpu, k, rng)
+    kmeans_plus_plus(&pool, &mut cpu, k, rng).map(Some)
 }
 
 /// The row at which the running weight first reaches `u` times the total.
@@ -223,6 +241,19 @@ fn fill_up(data: &dyn Rows, k: usize, cands: &[f32], live: &[usize], key: u64) -
     Ok(out)
 }
 
+/// The key of sampling round `round` (0-based) under a run's `key`.
+pub fn round_key(key: u64, round: usize) -> u64 {
+    splitmix(key ^ (round as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03))
+}
+
+/// A key for a row from its values alone, for workers that do not know the row's index in
+/// the table (Spark partitions): draws keyed by it do not depend on how rows are split.
+pub fn row_key(row: &[f32]) -> u64 {
+    row.iter().fold(0x6c61_6b65_6d65_616e, |h, v| {
+        splitmix(h ^ v.to_bits() as u64)
+    })
+}
+
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -231,7 +262,7 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 /// Uniform in [0, 1) for draw `i` under `key`.
-fn uniform(key: u64, i: u64) -> f64 {
+pub fn uniform(key: u64, i: u64) -> f64 {
     (splitmix(key ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 11) as f64
         * (1.0 / (1u64 << 53) as f64)
 }
