@@ -99,6 +99,21 @@ pub struct BenchArgs {
     pub run: RunArgs,
 }
 
+/// Which rows of a table to read, shared by every command that reads one.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Read only rows where COL=V, COL!=V or COL in (A,B) holds (repeatable; all must hold).
+    /// On a Hive partition column (a key=value directory) whole directories are skipped
+    /// unread; on other columns row groups whose statistics rule the value out are skipped,
+    /// and every remaining row is filtered exactly. Nulls never match.
+    #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+    pub filter: Vec<crate::io::Filter>,
+}
+
+fn parse_filter(s: &str) -> std::result::Result<crate::io::Filter, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
 /// Options shared by every command that runs k-means passes.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -118,7 +133,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct FitArgs {
-    /// Parquet files or directories (every *.parquet below, in sorted path order).
+    /// Parquet files or directories (every *.parquet below, in sorted path order; key=value
+    /// directories below a directory given become columns of its rows).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Number of clusters.
@@ -130,7 +146,8 @@ pub struct FitArgs {
     /// Columns left out of the default feature set.
     #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
     pub exclude: Vec<String>,
-    /// Column carried through unchanged to the assignments (repeatable).
+    /// Column carried through unchanged to the assignments (repeatable); Hive partition
+    /// columns (key=value directories) count as columns.
     #[arg(long = "id", value_name = "COL")]
     pub ids: Vec<String>,
     /// Column of non-negative sample weights, used in init, update and inertia.
@@ -174,6 +191,8 @@ pub struct FitArgs {
     /// Skip rows with a null, NaN or infinite feature or weight (and report how many).
     #[arg(long)]
     pub drop_invalid: bool,
+    #[command(flatten)]
+    pub rows: FilterArgs,
     /// Assignments: the --id columns, `cluster` (int32) and `distance` (float32, squared, in
     /// clustered space), one row per kept input row, in input order.
     #[arg(long, value_name = "PATH")]
@@ -249,6 +268,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub drop_invalid: bool,
     #[command(flatten)]
+    pub rows: FilterArgs,
+    #[command(flatten)]
     pub memory: MemoryArgs,
     #[command(flatten)]
     pub run: RunArgs,
@@ -310,7 +331,9 @@ pub fn run(cli: Cli) -> Result<()> {
             passes::run(&a)
         }
         Command::Gen(a) => {
-            crate::io::check_target(&a.output)?;
+            crate::io::Paths::new()
+                .output("--output", Some(&a.output))
+                .check()?;
             let spec = crate::synth::GenSpec {
                 rows: a.rows,
                 features: a.features,

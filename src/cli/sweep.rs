@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::html;
 use crate::insight::sweep::{Segments, Sweep, sweep};
 use crate::insight::{ExtraKind, ExtraValues, decode_extra, silhouette_rows};
-use crate::io::{Outputs, ReadOptions, check_target, read_table};
+use crate::io::{Outputs, Paths, ReadOptions, read_table};
 use crate::kmeans::{self, Init, KMeansParams, Quiet};
 use crate::prep::{ScaleMethod, Scaler};
 
@@ -67,6 +67,8 @@ pub struct SweepArgs {
     /// Skip rows with a null, NaN or infinite feature or weight.
     #[arg(long)]
     pub drop_invalid: bool,
+    #[command(flatten)]
+    pub rows: super::FilterArgs,
     /// An existing segment label to score every k against (ARI, NMI).
     #[arg(long, value_name = "COL")]
     pub compare_with: Option<String>,
@@ -118,9 +120,10 @@ pub fn parse_ks(s: &str) -> Result<Vec<usize>> {
 pub fn run(a: &SweepArgs) -> Result<()> {
     let t0 = Instant::now();
     let ks = parse_ks(&a.k)?;
-    if let Some(r) = &a.report {
-        check_target(r)?;
-    }
+    Paths::new()
+        .inputs("INPUT", &a.inputs)
+        .output("--report", a.report.as_deref())
+        .check()?;
     let init = match a.init.as_str() {
         "k-means++" | "kmeans++" => Init::KMeansPlusPlus,
         "random" => Init::Random,
@@ -137,6 +140,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         weight: a.weight.clone(),
         drop_invalid: a.drop_invalid,
         carry: a.compare_with.iter().cloned().collect(),
+        filter: a.rows.filter.clone(),
     };
     crate::job::check_in_memory(&a.inputs, &opts, a.memory.budget())?;
     let mut table = read_table(&a.inputs, &opts)?;
