@@ -170,7 +170,10 @@ fn a_partition_filter_reads_only_its_directories_and_matches_a_flat_file() {
             read_column_f64(&flat_out, col)
         );
     }
-    assert_eq!(read_column_strings(&lake_out, "country"), read_column_strings(&flat_out, "country"));
+    assert_eq!(
+        read_column_strings(&lake_out, "country"),
+        read_column_strings(&flat_out, "country")
+    );
     for col in ["size", "spend", "visits"] {
         assert_eq!(read_column_f64(&lake_c, col), read_column_f64(&flat_c, col));
     }
