@@ -290,22 +290,3 @@ fn a_null_partition_is_null_and_filters_fail_clearly() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no column 'nosuch'"), "{}", stderr(&o));
 }
-
-#[test]
-fn a_delta_table_is_refused_not_misread() {
-    let dir = tmpdir();
-    let root = p(dir.path(), "delta");
-    std::fs::create_dir_all(root.join("_delta_log")).unwrap();
-    let (ids, spend, visits) = rows(0, 1);
-    write_parquet(
-        &root.join("part-0.parquet"),
-        vec![
-            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
-            ("spend", Arc::new(Float64Array::from(spend))),
-            ("visits", Arc::new(Int64Array::from(visits))),
-        ],
-    );
-    let o = lakemeans(&["fit", s(&root), "--k", "2"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("Delta Lake"), "{}", stderr(&o));
-}

@@ -24,6 +24,7 @@ pub fn read_model_features(
         drop_invalid,
         carry: Vec::new(),
         filter: Vec::new(),
+        table_version: None,
     };
     read_table(inputs, &opts).map_err(|e| match e {
         Error::Input(m) => Error::Input(format!(

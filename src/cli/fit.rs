@@ -46,6 +46,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         drop_invalid: a.drop_invalid,
         carry: a.insight.carry(),
         filter: a.rows.filter.clone(),
+        table_version: a.rows.table_version,
     };
     let spec = a.insight.spec(a.profile.is_some(), a.metrics, a.seed);
     let job = FitJob {

@@ -24,8 +24,9 @@ use crate::prep::ScaleMethod;
     version,
     about = "k-means clustering for Parquet feature tables, on the GPU or the CPU",
     long_about = "k-means clustering for Parquet feature tables, on the GPU or the CPU.\n\n\
-        Reads one or more Parquet files (or directories of them), clusters the rows, and writes \
-        per-row assignments, centroids and a reusable model. The same input, parameters and \
+        Reads one or more Parquet files, directories of them (key=value directories become \
+        columns) or Delta Lake tables, clusters the rows, and writes per-row assignments, \
+        centroids and a reusable model. No output may overwrite an input or another output. The same input, parameters and \
         seed give byte-identical outputs whatever the thread count.",
     after_help = "Exit status: 0 on success, 2 for bad usage or bad input, 1 for an internal failure."
 )]
@@ -108,6 +109,9 @@ pub struct FilterArgs {
     /// and every remaining row is filtered exactly. Nulls never match.
     #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
     pub filter: Vec<crate::io::Filter>,
+    /// Read version N of a Delta table instead of its latest snapshot.
+    #[arg(long, value_name = "N")]
+    pub table_version: Option<u64>,
 }
 
 fn parse_filter(s: &str) -> std::result::Result<crate::io::Filter, String> {

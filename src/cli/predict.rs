@@ -20,6 +20,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             ids: a.ids.clone(),
             drop_invalid: a.drop_invalid,
             filter: a.rows.filter.clone(),
+            table_version: a.rows.table_version,
             ..Default::default()
         },
         model,

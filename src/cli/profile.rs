@@ -186,6 +186,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         drop_invalid: a.drop_invalid,
         carry: a.insight.carry(),
         filter: a.rows.filter.clone(),
+        table_version: a.rows.table_version,
     };
     let clusters = match (model, &a.assignments) {
         (Some(m), _) => Clusters::Model(Box::new(m)),

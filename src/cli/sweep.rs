@@ -141,6 +141,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         drop_invalid: a.drop_invalid,
         carry: a.compare_with.iter().cloned().collect(),
         filter: a.rows.filter.clone(),
+        table_version: a.rows.table_version,
     };
     crate::job::check_in_memory(&a.inputs, &opts, a.memory.budget())?;
     let mut table = read_table(&a.inputs, &opts)?;

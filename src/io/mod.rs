@@ -1,6 +1,7 @@
 //! Parquet in and out, through Arrow.
 
 pub mod cleanup;
+pub mod delta;
 pub mod partition;
 pub mod paths;
 pub mod reader;

@@ -50,8 +50,8 @@ pub fn partition_values(root: &Path, file: &Path) -> Vec<(String, Option<String>
         .collect()
 }
 
-/// Undoes Hive's `%XX` escapes of special characters in path segments.
-fn unescape(s: &str) -> String {
+/// Undoes the `%XX` escapes of special characters in Hive path segments and Delta paths.
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

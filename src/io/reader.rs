@@ -10,6 +10,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::delta;
 use super::partition::{Filter, InputFile, partition_values};
 use super::source::{Keep, Source};
 use crate::data::Dataset;
@@ -35,6 +36,8 @@ pub struct ReadOptions {
     /// Rows to read: every predicate must hold. On partition columns they prune whole
     /// directories; on others they skip row groups by their statistics and filter the rest.
     pub filter: Vec<Filter>,
+    /// The version of a Delta table to read; the latest without one.
+    pub table_version: Option<u64>,
 }
 
 /// A feature table in input units, with what must travel to the outputs.
@@ -55,20 +58,38 @@ pub struct Table {
 
 /// Expands directories to every `*.parquet` below them, in sorted path order.
 pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    Ok(resolve_table(inputs)?.into_iter().map(|f| f.path).collect())
+    Ok(resolve_table(inputs, None)?
+        .into_iter()
+        .map(|f| f.path)
+        .collect())
 }
 
-/// Like [`resolve_inputs`], with each file's Hive partition values: the `key=value`
-/// directories between the input path given and the file.
-pub fn resolve_table(inputs: &[PathBuf]) -> Result<Vec<InputFile>> {
+/// Like [`resolve_inputs`], with each file's partition values: the `key=value` directories
+/// between the input path given and the file, or a Delta table's own, from its log at
+/// `version` (the latest without one).
+pub fn resolve_table(inputs: &[PathBuf], version: Option<u64>) -> Result<Vec<InputFile>> {
     if inputs.is_empty() {
         return Err(Error::Usage("no input given".into()));
+    }
+    if version.is_some() && !inputs.iter().any(|p| delta::is_delta(p)) {
+        return Err(Error::Usage(
+            "--table-version needs a Delta table (a directory with _delta_log/) as input".into(),
+        ));
     }
     let mut files = Vec::new();
     for p in inputs {
         let meta = std::fs::metadata(p).map_err(|e| Error::input(p, describe_io(&e)))?;
-        if meta.is_dir() {
-            refuse_other_formats(p)?;
+        if meta.is_dir() && delta::is_delta(p) {
+            let live = delta::snapshot(p, version)?;
+            if live.is_empty() {
+                return Err(Error::input(
+                    p,
+                    "the Delta table has no data files at this version",
+                ));
+            }
+            files.extend(live);
+        } else if meta.is_dir() {
+            refuse_iceberg(p)?;
             let mut found = Vec::new();
             walk(p, &mut found)?;
             if found.is_empty() {
@@ -90,17 +111,9 @@ pub fn resolve_table(inputs: &[PathBuf]) -> Result<Vec<InputFile>> {
     Ok(files)
 }
 
-/// Table formats whose data files cannot be read as a plain directory of Parquet: reading
-/// them so would include deleted and replaced rows.
-fn refuse_other_formats(dir: &Path) -> Result<()> {
-    if dir.join("_delta_log").is_dir() {
-        return Err(Error::input(
-            dir,
-            "is a Delta Lake table (it has _delta_log/); its data files include rows the log \
-             has deleted or replaced, so lakemeans does not read it as plain Parquet. Export \
-             the current snapshot to Parquet first",
-        ));
-    }
+/// An Iceberg table's data files include deleted and replaced rows: reading them as a plain
+/// directory of Parquet would be wrong.
+fn refuse_iceberg(dir: &Path) -> Result<()> {
     if dir.join("metadata").is_dir() && dir.join("data").is_dir() {
         return Err(Error::input(
             dir,

@@ -144,7 +144,8 @@ impl Source {
     /// Resolves the inputs, prunes partitions by `--filter`, reads the remaining footers (in
     /// parallel), reconciles their schemas and chooses the features.
     pub fn open(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Source> {
-        let (listed, parts) = Partitions::prune(resolve_table(inputs)?, &opts.filter)?;
+        let (listed, parts) =
+            Partitions::prune(resolve_table(inputs, opts.table_version)?, &opts.filter)?;
         if listed.is_empty() {
             return Err(Error::Usage(format!(
                 "--filter {} matches no partition of the table",
@@ -245,6 +246,12 @@ impl Source {
     /// Rows in the row groups to be read, before any are filtered or dropped.
     pub fn raw_rows(&self) -> usize {
         self.raw_rows
+    }
+
+    /// Whether [`Source::raw_rows`] is the count of rows a pass keeps: no `--drop-invalid`
+    /// and no `--filter` on a file column can remove any.
+    pub fn exact_rows(&self) -> bool {
+        !self.opts.drop_invalid && self.row_filters.is_empty()
     }
 
     pub fn is_weighted(&self) -> bool {
