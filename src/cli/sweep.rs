@@ -220,6 +220,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         #[derive(serde::Serialize)]
         struct Json<'a> {
             rows: usize,
+            files_read: usize,
             features: &'a [String],
             device: &'a str,
             adapter: &'a str,
@@ -229,6 +230,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         }
         let j = Json {
             rows: table.data.rows(),
+            files_read: table.files.len(),
             features: &table.features,
             device: &info.kind,
             adapter: &info.name,
