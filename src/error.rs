@@ -15,6 +15,9 @@ pub enum Error {
     /// `--device gpu` asked for a GPU and none is there.
     #[error("no GPU adapter found: {0}")]
     NoAdapter(String),
+    /// Only software rasterizers (lavapipe, WARP, ...) were found, and they were not asked for.
+    #[error("{}; ask for it with --device gpu or --adapter", software_only(.0))]
+    SoftwareOnly(Vec<String>),
     /// The GPU failed while working (lost device, out of memory, shader failure).
     #[error("GPU failure: {0}")]
     Device(String),
@@ -26,11 +29,19 @@ pub enum Error {
     Internal(String),
 }
 
+/// "only a software adapter (llvmpipe) found", for one name or several.
+pub fn software_only(names: &[String]) -> String {
+    match names {
+        [one] => format!("only a software adapter ({one}) found"),
+        many => format!("only software adapters ({}) found", many.join(", ")),
+    }
+}
+
 impl Error {
     /// 2 for anything the user can fix in the command or the data, 1 for failures of ours.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Input(_) | Error::NoAdapter(_) => 2,
+            Error::Usage(_) | Error::Input(_) | Error::NoAdapter(_) | Error::SoftwareOnly(_) => 2,
             Error::Device(_) | Error::Output { .. } | Error::Internal(_) => 1,
         }
     }

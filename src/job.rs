@@ -579,6 +579,7 @@ pub struct PredictJob {
 pub fn predict(job: &PredictJob) -> Result<PredictSummary> {
     let t0 = Instant::now();
     let source = Source::open(&job.inputs, &job.read)?;
+    let files_read = source.files_read();
     let m = &job.model;
     let centroids = m.flat_centroids();
     let mut out = Outputs::default();
@@ -647,6 +648,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictSummary> {
     Ok(PredictSummary {
         k: m.k,
         rows,
+        files_read,
         inertia,
         device: info.kind,
         adapter: info.name,

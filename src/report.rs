@@ -24,6 +24,8 @@ pub struct Seconds {
 pub struct FitSummary {
     pub k: usize,
     pub rows: usize,
+    /// Parquet files opened: those left after `--filter` pruned partitions.
+    pub files_read: usize,
     pub features: Vec<String>,
     pub iterations: usize,
     pub converged: bool,
@@ -78,6 +80,8 @@ pub struct FitSummary {
 pub struct PredictSummary {
     pub k: usize,
     pub rows: usize,
+    /// Parquet files opened, as for fit.
+    pub files_read: usize,
     pub inertia: f64,
     pub device: String,
     pub adapter: String,

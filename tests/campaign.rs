@@ -806,7 +806,7 @@ fn first_run(n: usize) -> Run {
 fn refit(r: &Run, input: &Path, extra: &[&str], tag: &str) -> (Value, Value, PathBuf) {
     let d = r.dir.path();
     let (out, model_out, drift) = (
-        d.join(format!("{tag}.parquet")),
+        d.join(format!("{tag}-assignments.parquet")),
         d.join(format!("{tag}.json")),
         d.join(format!("{tag}-drift.json")),
     );

@@ -616,7 +616,7 @@ fn bad_inputs_exit_2_with_a_message_and_no_output() {
         &["zerow.parquet", "zero on every row"],
     );
 
-    // Files whose schemas differ.
+    // Files whose schemas differ in a used column (differences elsewhere are fine).
     let other = p(d, "other.parquet");
     write_parquet(
         &other,
@@ -633,11 +633,11 @@ fn bad_inputs_exit_2_with_a_message_and_no_output() {
             "--k".into(),
             "2".into(),
             "--features".into(),
-            "a".into(),
+            "a,b".into(),
             "--output".into(),
             o.into(),
         ],
-        &["other.parquet", "schema differs"],
+        &["other.parquet", "column 'b' is missing from 1 of 2 files"],
     );
 
     // Not Parquet, and truncated Parquet.

@@ -149,3 +149,42 @@ fn devices_lists_an_adapter_with_its_limits() {
     let o = run(&["devices", "--json"], true);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
 }
+
+/// Adapter probing prints nothing that looks like an error on a machine without a Wayland
+/// session, and `--device auto` says why it skips a software adapter.
+#[test]
+fn probing_is_quiet_and_honest_without_a_runtime_dir() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/datasets/audience_sample.parquet"
+    );
+    let quiet = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_lakemeans"))
+            .args(args)
+            .env_remove("LAKEMEANS_HIDE_GPU")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("NODEVICE_SELECT")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            !err.lines().any(|l| l.starts_with("error:")),
+            "stray error line:\n{err}"
+        );
+        (String::from_utf8_lossy(&o.stdout).into_owned(), err)
+    };
+    let (devices, _) = quiet(&["devices", "--json"]);
+    let (_, fit) = quiet(&["fit", sample, "--k", "4", "--max-iter", "5"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&devices).unwrap();
+    let software_only = !list.is_empty() && list.iter().all(|a| a["device_type"] == "cpu");
+    if software_only {
+        assert!(
+            fit.contains("only a software adapter (") || fit.contains("only software adapters ("),
+            "{fit}"
+        );
+        assert!(fit.contains("running on the CPU, which is faster"), "{fit}");
+        assert!(!fit.contains("no GPU adapter found"), "{fit}");
+    }
+}

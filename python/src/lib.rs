@@ -25,7 +25,7 @@ fn err(e: Error) -> PyErr {
     match e {
         Error::Usage(_) | Error::Input(_) => PyValueError::new_err(e.to_string()),
         Error::Output { .. } => PyOSError::new_err(e.to_string()),
-        Error::NoAdapter(_) | Error::Device(_) | Error::Internal(_) => {
+        Error::NoAdapter(_) | Error::SoftwareOnly(_) | Error::Device(_) | Error::Internal(_) => {
             PyRuntimeError::new_err(e.to_string())
         }
     }

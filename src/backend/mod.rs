@@ -111,6 +111,13 @@ pub fn create<'a>(
                     eprintln!("lakemeans: no GPU adapter found, running on the CPU");
                     Ok(Box::new(cpu::CpuBackend::new(data)))
                 }
+                Err(Error::SoftwareOnly(names)) => {
+                    eprintln!(
+                        "lakemeans: {}; running on the CPU, which is faster",
+                        crate::error::software_only(&names)
+                    );
+                    Ok(Box::new(cpu::CpuBackend::new(data)))
+                }
                 Err(e) => {
                     eprintln!("lakemeans: {e}; running on the CPU");
                     Ok(Box::new(cpu::CpuBackend::new(data)))

@@ -23,6 +23,8 @@ pub fn read_model_features(
         weight: None,
         drop_invalid,
         carry: Vec::new(),
+        filter: Vec::new(),
+        table_version: None,
     };
     read_table(inputs, &opts).map_err(|e| match e {
         Error::Input(m) => Error::Input(format!(

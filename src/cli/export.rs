@@ -7,6 +7,7 @@ use clap::Args;
 use crate::campaign::export::{ExportSpec, Format, Identifier, Names, export};
 use crate::campaign::normalize::{Country, Platform};
 use crate::error::{Error, Result};
+use crate::io::Paths;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -79,6 +80,13 @@ pub struct ExportArgs {
 }
 
 pub fn run(a: &ExportArgs) -> Result<()> {
+    Paths::new()
+        .input("ASSIGNMENTS", Some(&a.assignments))
+        .input("--names", a.names.as_deref())
+        .input("--model", a.model.as_deref())
+        .inputs("--input", &a.input)
+        .output_dir("--out-dir", &a.out_dir)
+        .check()?;
     let spec = ExportSpec {
         assignments: a.assignments.clone(),
         identifiers: a

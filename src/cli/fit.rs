@@ -7,17 +7,31 @@ use super::FitArgs;
 use super::profile::describe_lines;
 use super::progress::Bar;
 use crate::error::{Error, Result};
-use crate::insight::analysis::{InsightOutputs, check_targets, title, write};
+use crate::insight::analysis::{InsightOutputs, check_targets, sidecar, title, write};
 use crate::insight::{Clustered, analyse};
-use crate::io::{ReadOptions, check_target};
+use crate::io::{Paths, ReadOptions};
 use crate::job::{self, FitJob, InitChoice, Mode};
 use crate::report::{FitSummary, Seconds};
 
 pub fn run(a: &FitArgs) -> Result<()> {
     let t0 = Instant::now();
-    for p in [&a.output, &a.centroids, &a.model].into_iter().flatten() {
-        check_target(p)?;
-    }
+    let km = &a.kmeans;
+    let init = km.init();
+    let init_file = match &init {
+        InitChoice::File(p) => Some(p.as_path()),
+        _ => None,
+    };
+    let sidecar = a.profile.as_deref().map(sidecar).transpose()?;
+    Paths::new()
+        .inputs("INPUT", &a.inputs)
+        .input("--init", init_file)
+        .output("--output", a.output.as_deref())
+        .output("--centroids", a.centroids.as_deref())
+        .output("--model", a.model.as_deref())
+        .output("--profile", a.profile.as_deref())
+        .output("--profile (its JSON)", sidecar.as_deref())
+        .output("--report", a.insight.report.as_deref())
+        .check()?;
     check_targets(
         a.profile.as_deref(),
         a.insight.report.as_deref(),
@@ -31,9 +45,9 @@ pub fn run(a: &FitArgs) -> Result<()> {
         weight: a.weight.clone(),
         drop_invalid: a.drop_invalid,
         carry: a.insight.carry(),
+        filter: a.rows.filter.clone(),
+        table_version: a.rows.table_version,
     };
-    let km = &a.kmeans;
-    let init = km.init();
     let spec = a.insight.spec(a.profile.is_some(), a.metrics, km.seed);
     let job = FitJob {
         inputs: a.inputs.clone(),
@@ -105,6 +119,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
     let summary = FitSummary {
         k: a.k,
         rows: p.rows.rows(),
+        files_read: p.source.files_read(),
         features: p.source.features.clone(),
         iterations: result.iterations,
         converged: result.converged,

@@ -24,8 +24,9 @@ use crate::prep::ScaleMethod;
     version,
     about = "k-means clustering for Parquet feature tables, on the GPU or the CPU",
     long_about = "k-means clustering for Parquet feature tables, on the GPU or the CPU.\n\n\
-        Reads one or more Parquet files (or directories of them), clusters the rows, and writes \
-        per-row assignments, centroids and a reusable model. The same input, parameters and \
+        Reads one or more Parquet files, directories of them (key=value directories become \
+        columns) or Delta Lake tables, clusters the rows, and writes per-row assignments, \
+        centroids and a reusable model. No output may overwrite an input or another output. The same input, parameters and \
         seed give byte-identical outputs whatever the thread count.",
     after_help = "Exit status: 0 on success, 2 for bad usage or bad input, 1 for an internal failure."
 )]
@@ -99,6 +100,24 @@ pub struct BenchArgs {
     pub run: RunArgs,
 }
 
+/// Which rows of a table to read, shared by every command that reads one.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Read only rows where COL=V, COL!=V or COL in (A,B) holds (repeatable; all must hold).
+    /// On a Hive partition column (a key=value directory) whole directories are skipped
+    /// unread; on other columns row groups whose statistics rule the value out are skipped,
+    /// and every remaining row is filtered exactly. Nulls never match.
+    #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+    pub filter: Vec<crate::io::Filter>,
+    /// Read version N of a Delta table instead of its latest snapshot.
+    #[arg(long, value_name = "N")]
+    pub table_version: Option<u64>,
+}
+
+fn parse_filter(s: &str) -> std::result::Result<crate::io::Filter, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
 /// Options shared by every command that runs k-means passes.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -118,7 +137,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct FitArgs {
-    /// Parquet files or directories (every *.parquet below, in sorted path order).
+    /// Parquet files or directories (every *.parquet below, in sorted path order; key=value
+    /// directories below a directory given become columns of its rows).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Number of clusters.
@@ -130,7 +150,8 @@ pub struct FitArgs {
     /// Columns left out of the default feature set.
     #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
     pub exclude: Vec<String>,
-    /// Column carried through unchanged to the assignments (repeatable).
+    /// Column carried through unchanged to the assignments (repeatable); Hive partition
+    /// columns (key=value directories) count as columns.
     #[arg(long = "id", value_name = "COL")]
     pub ids: Vec<String>,
     /// Column of non-negative sample weights, used in init, update and inertia.
@@ -145,6 +166,8 @@ pub struct FitArgs {
     /// Skip rows with a null, NaN or infinite feature or weight (and report how many).
     #[arg(long)]
     pub drop_invalid: bool,
+    #[command(flatten)]
+    pub rows: FilterArgs,
     /// Assignments: the --id columns, `cluster` (int32) and `distance` (float32, squared, in
     /// clustered space), one row per kept input row, in input order.
     #[arg(long, value_name = "PATH")]
@@ -275,6 +298,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub drop_invalid: bool,
     #[command(flatten)]
+    pub rows: FilterArgs,
+    #[command(flatten)]
     pub memory: MemoryArgs,
     #[command(flatten)]
     pub run: RunArgs,
@@ -349,7 +374,9 @@ pub fn run(cli: Cli) -> Result<()> {
             passes::run(&a)
         }
         Command::Gen(a) => {
-            crate::io::check_target(&a.output)?;
+            crate::io::Paths::new()
+                .output("--output", Some(&a.output))
+                .check()?;
             let spec = crate::synth::GenSpec {
                 rows: a.rows,
                 features: a.features,

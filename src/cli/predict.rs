@@ -2,12 +2,16 @@
 
 use super::PredictArgs;
 use crate::error::{Error, Result};
-use crate::io::ReadOptions;
+use crate::io::{Paths, ReadOptions};
 use crate::job::{self, PredictJob};
 use crate::model::Model;
 
 pub fn run(a: &PredictArgs) -> Result<()> {
-    crate::io::check_target(&a.output)?;
+    Paths::new()
+        .inputs("INPUT", &a.inputs)
+        .input("--model", Some(&a.model))
+        .output("--output", Some(&a.output))
+        .check()?;
     let model = Model::load(&a.model)?;
     if a.ids.is_empty() {
         eprintln!(
@@ -21,6 +25,8 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             features: Some(model.features.clone()),
             ids: a.ids.clone(),
             drop_invalid: a.drop_invalid,
+            filter: a.rows.filter.clone(),
+            table_version: a.rows.table_version,
             ..Default::default()
         },
         model,

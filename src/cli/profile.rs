@@ -8,8 +8,9 @@ use clap::Args;
 use super::RunArgs;
 use crate::error::{Error, Result};
 use crate::insight::InsightSpec;
+use crate::insight::analysis::sidecar;
 use crate::insight::profile::Profile;
-use crate::io::ReadOptions;
+use crate::io::{Paths, ReadOptions};
 use crate::job::{self, Clusters, ProfileJob};
 use crate::model::Model;
 use crate::prep::ScaleMethod;
@@ -117,6 +118,8 @@ pub struct ProfileArgs {
     /// Skip rows with a null, NaN or infinite feature or weight.
     #[arg(long)]
     pub drop_invalid: bool,
+    #[command(flatten)]
+    pub rows: super::FilterArgs,
     /// The profile as Parquet, plus JSON beside it (PATH with the extension .json).
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -157,6 +160,15 @@ pub fn describe_lines(p: &Profile) -> String {
 }
 
 pub fn run(a: &ProfileArgs) -> Result<()> {
+    let sidecar = a.output.as_deref().map(sidecar).transpose()?;
+    Paths::new()
+        .inputs("INPUT", &a.inputs)
+        .input("--assignments", a.assignments.as_deref())
+        .input("--model", a.model.as_deref())
+        .output("--output", a.output.as_deref())
+        .output("--output (its JSON)", sidecar.as_deref())
+        .output("--report", a.insight.report.as_deref())
+        .check()?;
     let model = a.model.as_ref().map(|m| Model::load(m)).transpose()?;
     let read = ReadOptions {
         features: match &model {
@@ -168,6 +180,8 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         weight: a.weight.clone(),
         drop_invalid: a.drop_invalid,
         carry: a.insight.carry(),
+        filter: a.rows.filter.clone(),
+        table_version: a.rows.table_version,
     };
     let clusters = match (model, &a.assignments) {
         (Some(m), _) => Clusters::Model(Box::new(m)),

@@ -8,6 +8,7 @@ use super::RunArgs;
 use super::progress::Bar;
 use crate::campaign::refit::{RefitSpec, refit};
 use crate::error::{Error, Result};
+use crate::io::Paths;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -76,6 +77,15 @@ pub struct RefitArgs {
 }
 
 pub fn run(a: &RefitArgs) -> Result<()> {
+    Paths::new()
+        .inputs("INPUT", &a.inputs)
+        .input("--model", Some(&a.model))
+        .input("--previous-assignments", a.previous_assignments.as_deref())
+        .output("--output", Some(&a.output))
+        .output("--model-out", Some(&a.model_out))
+        .output("--drift", a.drift.as_deref())
+        .output("--report", a.report.as_deref())
+        .check()?;
     let spec = RefitSpec {
         inputs: a.inputs.clone(),
         model: a.model.clone(),

@@ -10,7 +10,7 @@ use super::RunArgs;
 use crate::error::{Error, Result};
 use crate::html;
 use crate::insight::sweep::Sweep;
-use crate::io::{Outputs, ReadOptions};
+use crate::io::{Outputs, Paths, ReadOptions};
 use crate::job::{self, Mode, SweepJob};
 use crate::kmeans::Quiet;
 
@@ -51,6 +51,8 @@ pub struct SweepArgs {
     pub drop_invalid: bool,
     #[command(flatten)]
     pub kmeans: super::KMeansArgs,
+    #[command(flatten)]
+    pub rows: super::FilterArgs,
     /// An existing segment label to score every k against (ARI, NMI).
     #[arg(long, value_name = "COL")]
     pub compare_with: Option<String>,
@@ -101,6 +103,10 @@ pub fn parse_ks(s: &str) -> Result<Vec<usize>> {
 
 pub fn run(a: &SweepArgs) -> Result<()> {
     let t0 = Instant::now();
+    Paths::new()
+        .inputs("INPUT", &a.inputs)
+        .output("--report", a.report.as_deref())
+        .check()?;
     let km = &a.kmeans;
     let job = SweepJob {
         inputs: a.inputs.clone(),
@@ -111,6 +117,8 @@ pub fn run(a: &SweepArgs) -> Result<()> {
             weight: a.weight.clone(),
             drop_invalid: a.drop_invalid,
             carry: Vec::new(),
+            filter: a.rows.filter.clone(),
+            table_version: a.rows.table_version,
         },
         scale: km.scale,
         init: km.init(),
@@ -151,6 +159,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         #[derive(serde::Serialize)]
         struct Json<'a> {
             rows: usize,
+            files_read: usize,
             features: &'a [String],
             device: &'a str,
             adapter: &'a str,
@@ -163,6 +172,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         }
         let j = Json {
             rows: run.rows,
+            files_read: run.files_read,
             features: &run.features,
             device: &run.info.kind,
             adapter: &run.info.name,

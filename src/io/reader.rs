@@ -10,6 +10,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::delta;
+use super::partition::{Filter, InputFile, partition_values};
 use super::source::{Keep, Source};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -31,6 +33,11 @@ pub struct ReadOptions {
     /// Extra columns of any type read alongside the features (for profiles and comparisons),
     /// left out of the default feature set; nulls in them are kept.
     pub carry: Vec<String>,
+    /// Rows to read: every predicate must hold. On partition columns they prune whole
+    /// directories; on others they skip row groups by their statistics and filter the rest.
+    pub filter: Vec<Filter>,
+    /// The version of a Delta table to read; the latest without one.
+    pub table_version: Option<u64>,
 }
 
 /// A feature table in input units, with what must travel to the outputs.
@@ -51,25 +58,90 @@ pub struct Table {
 
 /// Expands directories to every `*.parquet` below them, in sorted path order.
 pub fn resolve_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    Ok(resolve_table(inputs, None)?
+        .into_iter()
+        .map(|f| f.path)
+        .collect())
+}
+
+/// Like [`resolve_inputs`], with each file's partition values: the `key=value` directories
+/// between the input path given and the file, or a Delta table's own, from its log at
+/// `version` (the latest without one).
+pub fn resolve_table(inputs: &[PathBuf], version: Option<u64>) -> Result<Vec<InputFile>> {
     if inputs.is_empty() {
         return Err(Error::Usage("no input given".into()));
+    }
+    if version.is_some() && !inputs.iter().any(|p| delta::is_delta(p)) {
+        return Err(Error::Usage(
+            "--table-version needs a Delta table (a directory with _delta_log/) as input".into(),
+        ));
     }
     let mut files = Vec::new();
     for p in inputs {
         let meta = std::fs::metadata(p).map_err(|e| Error::input(p, describe_io(&e)))?;
-        if meta.is_dir() {
+        if meta.is_dir() && delta::is_delta(p) {
+            let live = delta::snapshot(p, version)?;
+            if live.is_empty() {
+                return Err(Error::input(
+                    p,
+                    "the Delta table has no data files at this version",
+                ));
+            }
+            files.extend(live);
+        } else if meta.is_dir() {
+            refuse_iceberg(p)?;
             let mut found = Vec::new();
             walk(p, &mut found)?;
             if found.is_empty() {
                 return Err(Error::input(p, "directory holds no *.parquet files"));
             }
             found.sort();
-            files.extend(found);
+            files.extend(found.into_iter().map(|f| InputFile {
+                partitions: partition_values(p, &f),
+                path: f,
+            }));
         } else {
-            files.push(p.clone());
+            files.push(InputFile {
+                path: p.clone(),
+                partitions: Vec::new(),
+            });
         }
     }
+    refuse_repeats(&files)?;
     Ok(files)
+}
+
+/// An Iceberg table's data files include deleted and replaced rows: reading them as a plain
+/// directory of Parquet would be wrong.
+fn refuse_iceberg(dir: &Path) -> Result<()> {
+    if dir.join("metadata").is_dir() && dir.join("data").is_dir() {
+        return Err(Error::input(
+            dir,
+            "looks like an Apache Iceberg table (metadata/ and data/); Iceberg tables are not \
+             supported yet. Export the current snapshot to Parquet first",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a file reached twice (a repeated path, a directory with one of its subdirectories,
+/// a symlink to a file already listed): its rows would silently count twice.
+fn refuse_repeats(files: &[InputFile]) -> Result<()> {
+    let mut seen: std::collections::HashMap<PathBuf, &PathBuf> = Default::default();
+    for f in files {
+        let canon =
+            std::fs::canonicalize(&f.path).map_err(|e| Error::input(&f.path, describe_io(&e)))?;
+        if let Some(first) = seen.insert(canon, &f.path) {
+            return Err(Error::Usage(format!(
+                "{} and {} are the same file; each input file must be reached once (check for \
+                 a repeated path, a directory given with one of its subdirectories, or a \
+                 symlink)",
+                first.display(),
+                f.path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -111,33 +183,12 @@ fn is_feature_type(t: &DataType) -> bool {
     t.is_numeric() || matches!(t, DataType::Boolean)
 }
 
-/// The first difference between two schemas, by column name and type.
-pub(crate) fn schema_difference(a: &Schema, b: &Schema) -> Option<String> {
-    for f in a.fields() {
-        match b.field_with_name(f.name()) {
-            Err(_) => return Some(format!("column '{}' is missing", f.name())),
-            Ok(g) if g.data_type() != f.data_type() => {
-                return Some(format!(
-                    "column '{}' is {} here but {} in the first file",
-                    f.name(),
-                    g.data_type(),
-                    f.data_type()
-                ));
-            }
-            Ok(_) => {}
-        }
-    }
-    b.fields()
-        .iter()
-        .find(|g| a.field_with_name(g.name()).is_err())
-        .map(|g| format!("column '{}' is not in the first file", g.name()))
-}
-
 /// Picks and checks the feature columns against the first file's schema.
 pub(crate) fn choose_features(
     schema: &Schema,
     opts: &ReadOptions,
     path: &Path,
+    not_default: &[String],
 ) -> Result<Vec<String>> {
     let named = |c: &str| {
         schema
@@ -177,6 +228,7 @@ pub(crate) fn choose_features(
                 .chain(&opts.weight)
                 .chain(&opts.exclude)
                 .chain(&opts.carry)
+                .chain(not_default)
                 .collect();
             schema
                 .fields()

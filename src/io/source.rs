@@ -10,23 +10,25 @@
 //! Opening a source reads only the footers. The passes ([`Source::stats_pass`],
 //! [`Source::data_pass`], [`Source::ids_pass`]) each decode the table once.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type};
-use arrow_array::{Array, BooleanArray, RecordBatch};
-use arrow_schema::{DataType, Schema, SchemaRef};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use rayon::prelude::*;
 
+use super::partition::{Filter, Partitions, row_mask};
 use super::reader::{
-    Invalid, ReadOptions, choose_features, describe_io, missing, project, resolve_inputs,
-    schema_difference,
+    Invalid, ReadOptions, choose_features, describe_io, missing, project, resolve_table,
 };
 use crate::data::{Batch, Slabber};
 use crate::error::{Error, Result};
@@ -49,6 +51,12 @@ struct Unit {
 pub struct Source {
     pub files: Vec<PathBuf>,
     metas: Vec<ArrowReaderMetadata>,
+    /// The Hive partition columns and each file's values.
+    parts: Partitions,
+    /// The type every file's copy of a used column is cast to, where the files differ.
+    targets: HashMap<String, DataType>,
+    /// The `--filter` predicates on file columns, applied to every decoded row.
+    row_filters: Vec<Filter>,
     units: Vec<Unit>,
     pub features: Vec<String>,
     opts: ReadOptions,
@@ -133,29 +141,52 @@ pub struct Extras {
 }
 
 impl Source {
-    /// Resolves the inputs, reads every footer (in parallel) and chooses the features.
+    /// Resolves the inputs, prunes partitions by `--filter`, reads the remaining footers (in
+    /// parallel), reconciles their schemas and chooses the features.
     pub fn open(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Source> {
-        let files = resolve_inputs(inputs)?;
+        let (listed, parts) =
+            Partitions::prune(resolve_table(inputs, opts.table_version)?, &opts.filter)?;
+        if listed.is_empty() {
+            return Err(Error::Usage(format!(
+                "--filter {} matches no partition of the table",
+                describe_filters(&opts.filter)
+            )));
+        }
+        let files: Vec<PathBuf> = listed.into_iter().map(|f| f.path).collect();
         let metas: Vec<ArrowReaderMetadata> =
             files.par_iter().map(|p| footer(p)).collect::<Result<_>>()?;
-        let schema = metas[0].schema().clone();
-        for (p, m) in files.iter().zip(&metas).skip(1) {
-            if let Some(diff) = schema_difference(&schema, m.schema()) {
-                return Err(Error::input(
-                    p,
-                    format!("schema differs from {}: {diff}", files[0].display()),
-                ));
-            }
+        let table = TableSchema::of(&files, &metas, &parts);
+        let schema = &table.schema;
+        let features = choose_features(schema, opts, &files[0], &table.not_default)?;
+        let row_filters: Vec<Filter> = opts
+            .filter
+            .iter()
+            .filter(|f| !parts.contains(&f.column))
+            .cloned()
+            .collect();
+        for f in &row_filters {
+            let field = schema
+                .field_with_name(&f.column)
+                .map_err(|_| missing(&files[0], &f.column, schema))?;
+            f.check_values(Some(field))?;
         }
-        let features = choose_features(&schema, opts, &files[0])?;
+        let used: Vec<&String> = features
+            .iter()
+            .chain(&opts.weight)
+            .chain(&opts.ids)
+            .chain(&opts.carry)
+            .chain(row_filters.iter().map(|f| &f.column))
+            .collect();
+        let targets = table.reconcile(&used, &files, &metas, &parts)?;
         let sub_schema = |names: &[String]| -> Result<SchemaRef> {
-            let fields: Vec<_> = names
+            let fields: Vec<Field> = names
                 .iter()
                 .map(|c| {
-                    schema
+                    let f = schema
                         .field_with_name(c)
-                        .cloned()
-                        .map_err(|_| missing(&files[0], c, &schema))
+                        .map_err(|_| missing(&files[0], c, schema))?;
+                    let ty = targets.get(c).unwrap_or(f.data_type());
+                    Ok(f.clone().with_data_type(ty.clone()))
                 })
                 .collect::<Result<_>>()?;
             Ok(Arc::new(Schema::new(fields)))
@@ -165,22 +196,28 @@ impl Source {
         let mut units = Vec::new();
         let mut raw_rows = 0;
         for (fi, m) in metas.iter().enumerate() {
+            let keep = row_groups_to_read(m, &row_filters);
             let mut first_row = 0;
             for (rg, g) in m.metadata().row_groups().iter().enumerate() {
                 let rows = g.num_rows().max(0) as usize;
-                units.push(Unit {
-                    file: fi,
-                    row_group: rg,
-                    rows,
-                    first_row,
-                });
+                if keep[rg] {
+                    units.push(Unit {
+                        file: fi,
+                        row_group: rg,
+                        rows,
+                        first_row,
+                    });
+                    raw_rows += rows;
+                }
                 first_row += rows;
             }
-            raw_rows += first_row;
         }
         Ok(Source {
             files,
             metas,
+            parts,
+            targets,
+            row_filters,
             units,
             features,
             opts: opts.clone(),
@@ -189,6 +226,11 @@ impl Source {
             raw_rows,
             window_bytes: 256 << 20,
         })
+    }
+
+    /// How many files the source opens: those left after partition pruning.
+    pub fn files_read(&self) -> usize {
+        self.files.len()
     }
 
     /// Caps the decoded bytes in flight (two windows of units are in flight at most).
@@ -201,9 +243,15 @@ impl Source {
         self.features.len()
     }
 
-    /// Rows in the files, before any are dropped.
+    /// Rows in the row groups to be read, before any are filtered or dropped.
     pub fn raw_rows(&self) -> usize {
         self.raw_rows
+    }
+
+    /// Whether [`Source::raw_rows`] is the count of rows a pass keeps: no `--drop-invalid`
+    /// and no `--filter` on a file column can remove any.
+    pub fn exact_rows(&self) -> bool {
+        !self.opts.drop_invalid && self.row_filters.is_empty()
     }
 
     pub fn is_weighted(&self) -> bool {
@@ -471,6 +519,7 @@ impl Source {
         if want.carry {
             cols.extend(&opts.carry);
         }
+        cols.extend(self.row_filters.iter().map(|f| &f.column));
         let file = File::open(path).map_err(|e| Error::input(path, describe_io(&e)))?;
         let rb =
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metas[u.file].clone());
@@ -479,7 +528,7 @@ impl Source {
             .fields()
             .iter()
             .enumerate()
-            .filter(|(_, f)| cols.contains(&f.name()))
+            .filter(|(_, f)| cols.contains(&f.name()) && !self.parts.contains(f.name()))
             .map(|(i, _)| i)
             .collect();
         let mask = ProjectionMask::roots(rb.parquet_schema(), roots);
@@ -506,6 +555,7 @@ impl Source {
             rows: 0,
         };
         let mut col = vec![0f64; 0];
+        let mut decoded = 0;
         for batch in reader {
             let batch = batch.map_err(|e| {
                 Error::input(
@@ -513,8 +563,17 @@ impl Source {
                     format!("cannot decode row group data ({e}); is the file truncated?"),
                 )
             })?;
+            let first = u.first_row + decoded;
+            decoded += batch.num_rows();
+            let batch = self.complete(batch, u.file, path)?;
+            let (batch, kept) = self.filter_rows(batch)?;
             let n = batch.num_rows();
-            let offset = u.first_row + p.rows;
+            let at = At {
+                path,
+                pos: p.rows,
+                first,
+                kept: kept.as_deref(),
+            };
             if features {
                 let base = p.raw.len().max(p.values.len());
                 if want.raw {
@@ -525,7 +584,7 @@ impl Source {
                 }
                 for (j, name) in self.features.iter().enumerate() {
                     let arr = column_as::<Float64Type>(&batch, name, path, DataType::Float64)?;
-                    check_values(&arr, &mut p.bad, &mut p.invalid[j], path, offset);
+                    check_values(&arr, &mut p.bad, &mut p.invalid[j], &at);
                     col.clear();
                     col.extend_from_slice(arr.values());
                     if want.raw {
@@ -541,8 +600,8 @@ impl Source {
                 }
                 if let (Some(name), Some(w)) = (&opts.weight, p.weights.as_mut()) {
                     let arr = column_as::<Float32Type>(&batch, name, path, DataType::Float32)?;
-                    check_values(&arr, &mut p.bad, &mut p.invalid_weight, path, offset);
-                    check_negative(&arr, &mut p.bad, &mut p.invalid_weight, path, offset);
+                    check_values(&arr, &mut p.bad, &mut p.invalid_weight, &at);
+                    check_negative(&arr, &mut p.bad, &mut p.invalid_weight, &at);
                     w.extend_from_slice(arr.values());
                 }
             }
@@ -556,18 +615,14 @@ impl Source {
             }
             p.rows += n;
         }
-        if p.rows != u.rows {
+        if decoded != u.rows {
             return Err(Error::input(
                 path,
                 format!(
                     "footer promises {} rows in row group {} but {} could be decoded",
-                    u.rows, u.row_group, p.rows
+                    u.rows, u.row_group, decoded
                 ),
             ));
-        }
-        // File row numbers back to unit row numbers.
-        for b in p.bad.iter_mut() {
-            *b -= u.first_row;
         }
         p.bad.sort_unstable();
         p.bad.dedup();
@@ -581,6 +636,69 @@ impl Source {
             p.carry = drop_from_batches(&p.carry, &p.bad)?;
         }
         Ok(p)
+    }
+
+    /// A decoded batch as the table sees it: each column cast to the type the files agree
+    /// on, and the file's partition values appended as constant columns (a partition value
+    /// takes the place of a file column of the same name).
+    fn complete(&self, b: RecordBatch, file: usize, path: &Path) -> Result<RecordBatch> {
+        if self.parts.fields.is_empty() && self.targets.is_empty() {
+            return Ok(b);
+        }
+        let n = b.num_rows();
+        let mut fields: Vec<Field> = Vec::new();
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+            if self.parts.contains(f.name()) {
+                continue;
+            }
+            match self.targets.get(f.name()) {
+                Some(t) if t != f.data_type() => {
+                    let cast = arrow_cast::cast(c, t).map_err(|e| {
+                        Error::input(
+                            path,
+                            format!("column '{}' cannot be read as {t} ({e})", f.name()),
+                        )
+                    })?;
+                    fields.push(f.as_ref().clone().with_data_type(t.clone()));
+                    cols.push(cast);
+                }
+                _ => {
+                    fields.push(f.as_ref().clone());
+                    cols.push(c.clone());
+                }
+            }
+        }
+        for (i, f) in self.parts.fields.iter().enumerate() {
+            fields.push(f.clone());
+            cols.push(self.parts.column(file, i, n));
+        }
+        RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
+    }
+
+    /// The rows of `b` that every `--filter` on a file column keeps, with their indices
+    /// within `b` when some were removed.
+    fn filter_rows(&self, b: RecordBatch) -> Result<(RecordBatch, Option<Vec<usize>>)> {
+        if self.row_filters.is_empty() {
+            return Ok((b, None));
+        }
+        let Some(mask) = row_mask(&self.row_filters, b.num_rows(), &|c| {
+            b.column_by_name(c).cloned()
+        })?
+        else {
+            return Ok((b, None));
+        };
+        let kept: Vec<usize> = (0..mask.len())
+            .filter(|&i| mask.is_valid(i) && mask.value(i))
+            .collect();
+        let b = arrow_select::filter::filter_record_batch(&b, &mask)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok((b, Some(kept)))
     }
 
     /// Turns what the checks found into the errors users see: every unusable column with
@@ -612,7 +730,9 @@ impl Source {
             return Err(Error::Input(c.invalid_weight.describe(w)));
         }
         if c.kept == 0 {
-            let what = if c.dropped > 0 {
+            let what = if !opts.filter.is_empty() && c.dropped == 0 {
+                format!("no row matches --filter {}", describe_filters(&opts.filter))
+            } else if c.dropped > 0 {
                 format!("all {} rows were invalid and dropped", c.dropped)
             } else {
                 "the table has no rows".into()
@@ -662,6 +782,194 @@ fn footer(path: &Path) -> Result<ArrowReaderMetadata> {
         .map_err(|e| Error::input(path, format!("not a readable Parquet file ({e})")))
 }
 
+/// The filters in a message.
+fn describe_filters(filters: &[Filter]) -> String {
+    filters
+        .iter()
+        .map(|f| format!("'{f}'"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Which row groups of a file may hold rows that pass `filters`, by their min/max
+/// statistics (a row group without statistics is read).
+fn row_groups_to_read(m: &ArrowReaderMetadata, filters: &[Filter]) -> Vec<bool> {
+    let groups = m.metadata().row_groups();
+    let mut keep = vec![true; groups.len()];
+    for f in filters {
+        let Ok(conv) = StatisticsConverter::try_new(
+            &f.column,
+            m.schema(),
+            m.metadata().file_metadata().schema_descr(),
+        ) else {
+            continue;
+        };
+        let (Ok(min), Ok(max)) = (conv.row_group_mins(groups), conv.row_group_maxes(groups)) else {
+            continue;
+        };
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k = *k && f.may_match(&min, &max, i);
+        }
+    }
+    keep
+}
+
+/// The columns of a table whose files' schemas may differ (lake schemas evolve): every
+/// column once, in the order first seen, then the partition columns.
+struct TableSchema {
+    schema: Schema,
+    /// Columns not in every file, or whose types do not reconcile: never default features.
+    not_default: Vec<String>,
+}
+
+impl TableSchema {
+    fn of(files: &[PathBuf], metas: &[ArrowReaderMetadata], parts: &Partitions) -> TableSchema {
+        let mut fields: Vec<Field> = Vec::new();
+        let mut seen_in: Vec<usize> = Vec::new();
+        let mut clash: Vec<bool> = Vec::new();
+        for m in metas {
+            for f in m.schema().fields() {
+                if parts.contains(f.name()) {
+                    continue;
+                }
+                match fields.iter().position(|g| g.name() == f.name()) {
+                    Some(i) => {
+                        seen_in[i] += 1;
+                        match promote(fields[i].data_type(), f.data_type()) {
+                            Some(t) => {
+                                let nullable = fields[i].is_nullable() || f.is_nullable();
+                                fields[i] =
+                                    fields[i].clone().with_data_type(t).with_nullable(nullable);
+                            }
+                            None => clash[i] = true,
+                        }
+                    }
+                    None => {
+                        fields.push(f.as_ref().clone());
+                        seen_in.push(1);
+                        clash.push(false);
+                    }
+                }
+            }
+        }
+        let not_default = fields
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| seen_in[i] < files.len() || clash[i])
+            .map(|(_, f)| f.name().clone())
+            .chain(parts.names().cloned())
+            .collect();
+        fields.extend(parts.fields.iter().cloned());
+        TableSchema {
+            schema: Schema::new(fields),
+            not_default,
+        }
+    }
+
+    /// Checks that every column in `used` is in every file with types that reconcile, and
+    /// returns the type each is read as where the files differ.
+    fn reconcile(
+        &self,
+        used: &[&String],
+        files: &[PathBuf],
+        metas: &[ArrowReaderMetadata],
+        parts: &Partitions,
+    ) -> Result<HashMap<String, DataType>> {
+        let mut targets = HashMap::new();
+        for &c in used {
+            if parts.contains(c) || targets.contains_key(c) {
+                continue;
+            }
+            let absent: Vec<&PathBuf> = files
+                .iter()
+                .zip(metas)
+                .filter(|(_, m)| m.schema().field_with_name(c).is_err())
+                .map(|(p, _)| p)
+                .collect();
+            if !absent.is_empty() {
+                let shown: Vec<String> = absent
+                    .iter()
+                    .take(5)
+                    .map(|p| p.display().to_string())
+                    .collect();
+                let more = absent.len().saturating_sub(5);
+                return Err(Error::Input(format!(
+                    "column '{c}' is missing from {} of {} files: {}{}",
+                    absent.len(),
+                    files.len(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )));
+            }
+            let mut ty: Option<(DataType, &PathBuf)> = None;
+            let mut differ = false;
+            for (p, m) in files.iter().zip(metas) {
+                let Ok(f) = m.schema().field_with_name(c) else {
+                    continue;
+                };
+                ty = match ty {
+                    None => Some((f.data_type().clone(), p)),
+                    Some((t, first)) => match promote(&t, f.data_type()) {
+                        Some(w) => {
+                            differ |= &w != f.data_type() || w != t;
+                            Some((w, first))
+                        }
+                        None => {
+                            return Err(Error::input(
+                                p,
+                                format!(
+                                    "column '{c}' is {} here but {t} in {}; the types do not \
+                                     reconcile",
+                                    f.data_type(),
+                                    first.display()
+                                ),
+                            ));
+                        }
+                    },
+                };
+            }
+            if let (true, Some((t, _))) = (differ, ty) {
+                targets.insert(c.clone(), t);
+            }
+        }
+        Ok(targets)
+    }
+}
+
+/// The type two files' copies of a column are read as: the same type, a wider integer of the
+/// same signedness, a signed integer wide enough for a narrower unsigned one, a float for
+/// integers and floats mixed, or the large string type for strings; `None` when they do not
+/// reconcile.
+fn promote(a: &DataType, b: &DataType) -> Option<DataType> {
+    use DataType::*;
+    if a == b {
+        return Some(a.clone());
+    }
+    let width = |t: &DataType| t.primitive_width().unwrap_or(8);
+    if a.is_integer() && b.is_integer() {
+        let wider = if width(a) >= width(b) { a } else { b };
+        return match (a.is_signed_integer(), b.is_signed_integer()) {
+            (true, true) | (false, false) => Some(wider.clone()),
+            _ => {
+                let unsigned = if a.is_unsigned_integer() { a } else { b };
+                (width(unsigned) < 8).then_some(Int64)
+            }
+        };
+    }
+    if a.is_numeric() && b.is_numeric() {
+        return Some(Float64);
+    }
+    let stringy = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    if stringy(a) && stringy(b) {
+        return Some(LargeUtf8);
+    }
+    None
+}
+
 /// A column cast to a primitive type. Decimals, integers, half floats and booleans convert.
 fn column_as<T: arrow_array::types::ArrowPrimitiveType>(
     rb: &RecordBatch,
@@ -686,8 +994,7 @@ fn check_values<T>(
     col: &arrow_array::PrimitiveArray<T>,
     bad: &mut Vec<usize>,
     inv: &mut Invalid,
-    path: &Path,
-    offset: usize,
+    at: &At,
 ) where
     T: arrow_array::types::ArrowPrimitiveType,
     T::Native: num_like::Float,
@@ -707,8 +1014,7 @@ fn check_values<T>(
         } else {
             continue;
         }
-        inv.note(path, offset + r);
-        bad.push(offset + r);
+        at.note(inv, bad, r);
     }
 }
 
@@ -717,15 +1023,34 @@ fn check_negative(
     col: &arrow_array::Float32Array,
     bad: &mut Vec<usize>,
     inv: &mut Invalid,
-    path: &Path,
-    offset: usize,
+    at: &At,
 ) {
     for (r, &v) in col.values().iter().enumerate() {
         if v < 0.0 && col.is_valid(r) {
             inv.negative += 1;
-            inv.note(path, offset + r);
-            bad.push(offset + r);
+            at.note(inv, bad, r);
         }
+    }
+}
+
+/// Where the rows of a decoded batch are: their position among the unit's kept rows (what
+/// `--drop-invalid` removes by) and their row number in the file (what messages name).
+struct At<'a> {
+    path: &'a Path,
+    /// Kept rows of the unit before this batch.
+    pos: usize,
+    /// File row number of the batch's first decoded row.
+    first: usize,
+    /// Decoded-row index of each kept row, when `--filter` removed some.
+    kept: Option<&'a [usize]>,
+}
+
+impl At<'_> {
+    /// Records batch row `r` as unusable.
+    fn note(&self, inv: &mut Invalid, bad: &mut Vec<usize>, r: usize) {
+        let decoded = self.kept.map_or(r, |k| k[r]);
+        inv.note(self.path, self.first + decoded);
+        bad.push(self.pos + r);
     }
 }
 

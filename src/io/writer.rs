@@ -34,7 +34,25 @@ pub fn check_target(path: &Path) -> Result<()> {
             parent.display()
         )));
     }
+    // A directory the user cannot write to is their environment, not our failure: say so
+    // now, before any work, rather than after the fit.
+    if let Err(e) = tempfile::Builder::new()
+        .prefix(".lakemeans-probe.")
+        .tempfile_in(&parent)
+    {
+        return Err(unwritable(path, &parent, &e));
+    }
     Ok(())
+}
+
+/// The usage error for an output whose directory refuses writes.
+fn unwritable(path: &Path, parent: &Path, e: &std::io::Error) -> Error {
+    Error::Usage(format!(
+        "{}: cannot write in directory {} ({})",
+        path.display(),
+        parent.display(),
+        super::reader::describe_io(e)
+    ))
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -77,9 +95,15 @@ impl Outputs {
             use std::os::unix::fs::PermissionsExt;
             b.permissions(std::fs::Permissions::from_mode(0o644));
         }
-        let tmp: NamedTempFile = b
-            .tempfile_in(parent_dir(path))
-            .map_err(|e| Error::output(path, e))?;
+        let parent = parent_dir(path);
+        let tmp: NamedTempFile = b.tempfile_in(&parent).map_err(|e| {
+            use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+            if matches!(e.kind(), PermissionDenied | ReadOnlyFilesystem) {
+                unwritable(path, &parent, &e)
+            } else {
+                Error::output(path, e)
+            }
+        })?;
         let file = tmp.reopen().map_err(|e| Error::output(path, e))?;
         Ok((Tracked::new(tmp), file))
     }

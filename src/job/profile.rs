@@ -114,7 +114,7 @@ pub fn profile(job: &ProfileJob) -> Result<ProfileRun> {
     // Assignments of another table fail before any pass where the kept rows are known.
     let known = match &held {
         Held::Prepared(p) => Some(p.checked.kept),
-        Held::Source(s) => (!job.read.drop_invalid).then(|| s.raw_rows()),
+        Held::Source(s) => s.exact_rows().then(|| s.raw_rows()),
     };
     if let (Some(rows), Some(path)) = (known, labels_from)
         && rows != labels.len()

@@ -42,6 +42,8 @@ pub struct SweepRun {
     pub rows: usize,
     pub features: Vec<String>,
     pub files: Vec<PathBuf>,
+    /// Files opened: those left after partition filters.
+    pub files_read: usize,
     pub info: DeviceInfo,
     pub mode: Mode,
     /// The init that ran: `k-means++`, `k-means||` or `random`.
@@ -163,6 +165,7 @@ pub fn sweep(
         rows: rows.rows(),
         features: prepared.source.features.clone(),
         files: prepared.source.files.clone(),
+        files_read: prepared.source.files_read(),
         info,
         mode: prepared.mode,
         init: init_name,

@@ -58,26 +58,39 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Reads one column of a Parquet file as i64 or f64 values.
-pub fn read_column_f64(path: &Path, name: &str) -> Vec<f64> {
+/// One column of every batch of a Parquet file, cast to `to`.
+fn read_column_as(path: &Path, name: &str, to: &arrow_schema::DataType) -> Vec<ArrayRef> {
     let f = std::fs::File::open(path).unwrap();
-    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .unwrap()
         .build()
-        .unwrap();
+        .unwrap()
+        .map(|b| arrow_cast::cast(b.unwrap().column_by_name(name).unwrap(), to).unwrap())
+        .collect()
+}
+
+/// Reads one column of a Parquet file as i64 or f64 values.
+pub fn read_column_f64(path: &Path, name: &str) -> Vec<f64> {
     let mut out = Vec::new();
-    for b in r {
-        let b = b.unwrap();
-        let c = arrow_cast::cast(
-            b.column_by_name(name).unwrap(),
-            &arrow_schema::DataType::Float64,
-        )
-        .unwrap();
+    for c in read_column_as(path, name, &arrow_schema::DataType::Float64) {
         let c = c
             .as_any()
             .downcast_ref::<arrow_array::Float64Array>()
             .unwrap();
         out.extend(c.values().iter().copied());
+    }
+    out
+}
+
+/// Reads one column of a Parquet file as text, nulls as `None`.
+pub fn read_column_strings(path: &Path, name: &str) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for c in read_column_as(path, name, &arrow_schema::DataType::Utf8) {
+        let c = c
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        out.extend(c.iter().map(|v| v.map(str::to_string)));
     }
     out
 }

@@ -53,6 +53,30 @@ fn type_name(t: wgpu::DeviceType) -> &'static str {
     }
 }
 
+/// Keeps adapter probing from printing `error: XDG_RUNTIME_DIR is invalid or not set in the
+/// environment.` on machines without a Wayland session.
+///
+/// Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` connects to the Wayland display
+/// on every enumeration, to put the compositor's GPU first, and libwayland prints that line
+/// when it has no runtime directory to find the display in. lakemeans ranks adapters itself
+/// and draws nothing, so when no Wayland display can be reached anyway (no absolute
+/// `XDG_RUNTIME_DIR`, no absolute `WAYLAND_DISPLAY`) the layer is switched off with its own
+/// documented variable, `NODEVICE_SELECT=1`, unless the user set that variable already.
+///
+/// # Safety
+/// Sets an environment variable: call it before any other thread exists.
+pub unsafe fn quiet_probing() {
+    let absolute =
+        |name: &str| std::env::var_os(name).is_some_and(|v| std::path::Path::new(&v).is_absolute());
+    if !absolute("XDG_RUNTIME_DIR")
+        && !absolute("WAYLAND_DISPLAY")
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        // SAFETY: the caller guarantees no other thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 /// Adapters of the native APIs (Vulkan, Metal, DirectX 12); `WGPU_BACKEND` can widen this,
 /// e.g. to OpenGL, whose probing is noisy and whose compute support is patchy.
 fn enumerate() -> Vec<wgpu::Adapter> {
@@ -168,9 +192,6 @@ pub fn select(sel: &Selection) -> Result<wgpu::Adapter> {
         .find(|a| sel.allow_software || a.get_info().device_type != wgpu::DeviceType::Cpu)
     {
         Some(a) => Ok(a),
-        None => Err(Error::NoAdapter(format!(
-            "only software adapters were found ({}); ask for one with --device gpu",
-            software.join(", ")
-        ))),
+        None => Err(Error::SoftwareOnly(software)),
     }
 }

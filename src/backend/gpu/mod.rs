@@ -19,7 +19,7 @@ mod adapter;
 mod kernels;
 mod seeding;
 
-pub use adapter::{AdapterSummary, HIDE_ENV, hidden_by_env, list_adapters};
+pub use adapter::{AdapterSummary, HIDE_ENV, hidden_by_env, list_adapters, quiet_probing};
 
 use std::sync::mpsc::{Receiver, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
