@@ -1020,31 +1020,6 @@ pub fn sq_dist(a: &[f32], b: &[f64]) -> f32 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3]) + tail) as f32
 }
 
-/// Runs `f` inside a function compiled for `isa`, so that everything `f` inlines is
-/// vectorised for it too.
-#[inline(always)]
-fn dispatch<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        match isa {
-            // SAFETY: `isa()` only returns a set this CPU has.
-            Isa::Avx512 => return unsafe { avx512(f) },
-            // SAFETY: as above.
-            Isa::Avx2 => return unsafe { avx2(f) },
-            Isa::Portable => {}
-        }
-    }
-    f()
-}
-
 /// Nearest centroid of every row of a slab, block by block in parallel.
 pub fn assign_slab(slab: &crate::data::Batch, pass: &Pass, labels: &mut [u32], dists: &mut [f32]) {
     let dim = pass.dim;
