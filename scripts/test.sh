@@ -29,9 +29,13 @@ fi
 command -v chromium >/dev/null 2>&1 || install "headless browser for the HTML report test" chromium
 command -v java >/dev/null 2>&1 || install "Java for the Spark tests" openjdk-17-jre-headless
 
+# Everything builds with the `ci` profile (Cargo.toml): release optimisation without link-time
+# optimisation, so the test binaries, the command line and the Python module share one build
+# and link in seconds.
+bin=target/ci/lakemeans
 cargo fmt --all -- --check
-cargo clippy --workspace --release --all-targets --locked -- -D warnings
-cargo test --release --locked
+cargo clippy --workspace --profile ci --all-targets --locked -- -D warnings
+cargo test --profile ci --locked
 
 # The Python package, built once from this checkout (pip runs maturin on python/), then its
 # tests: scikit-learn equivalence, the model file shared with the command line, and Spark.
@@ -44,8 +48,8 @@ if [[ ! -x $venv/bin/python ]]; then
   }
 fi
 "$venv/bin/python" -m pip install -q pytest scikit-learn pyarrow polars pandas pyspark
-"$venv/bin/python" -m pip install -q --force-reinstall --no-deps ./python
-LAKEMEANS_BIN=$PWD/target/release/lakemeans "$venv/bin/python" -m pytest -q python/tests
+MATURIN_PEP517_ARGS="--profile ci" "$venv/bin/python" -m pip install -q --force-reinstall --no-deps ./python
+LAKEMEANS_BIN=$PWD/$bin "$venv/bin/python" -m pytest -q python/tests
 
 # The CPU kernels exist for AVX-512, AVX2 and a portable fallback, and the suite above ran the
 # best this CPU has. Run the kernel, reference, scikit-learn equivalence and thread-determinism
@@ -65,13 +69,13 @@ for isa in avx512 avx2 portable; do
     continue
   fi
   echo "test.sh: CPU kernels with LAKEMEANS_ISA=$isa" >&2
-  got=$(LAKEMEANS_ISA=$isa target/release/lakemeans fit datasets/audience_sample.parquet --k 3 \
+  got=$(LAKEMEANS_ISA=$isa $bin fit datasets/audience_sample.parquet --k 3 \
     --exclude label --id customer_id --device cpu --json)
   [[ $got == *"threads, $isa"* ]] || { echo "test.sh: LAKEMEANS_ISA=$isa did not take effect: $got" >&2; exit 1; }
   export LAKEMEANS_ISA=$isa
-  cargo test --release --locked --lib backend::cpu
-  cargo test --release --locked --test reference
-  cargo test --release --locked --test equivalence cpu_
-  cargo test --release --locked --test cli byte_identical
+  cargo test --profile ci --locked --lib backend::cpu
+  cargo test --profile ci --locked --test reference
+  cargo test --profile ci --locked --test equivalence cpu_
+  cargo test --profile ci --locked --test cli byte_identical
   unset LAKEMEANS_ISA
 done

@@ -505,6 +505,7 @@ fn passes_times_every_kind_of_pass_in_one_run() {
     let spill = p(dir.path(), "spill");
     std::fs::create_dir(&spill).unwrap();
     let o = lakemeans(&[
+        "bench",
         "passes",
         &one,
         "--exclude",
@@ -524,4 +525,7 @@ fn passes_times_every_kind_of_pass_in_one_run() {
     }
     assert!(j["ratio_spill_to_memory"].as_f64().unwrap() > 0.0);
     assert!(listing(&spill).is_empty(), "spill cache left behind");
+    // The mode takes its own flags, not the workload matrix's.
+    let mixed = lakemeans(&["bench", "--n", "1000", "passes", &one, "--k", "6"]);
+    assert_eq!(mixed.status.code(), Some(2), "{}", stderr(&mixed));
 }

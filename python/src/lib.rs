@@ -349,6 +349,10 @@ fn fit_parquet<'py>(
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // SAFETY: the import runs under the GIL before this module has started a thread; another
+    // native thread of the interpreter reading the environment at this instant would race, the
+    // same hazard Python's own `os.environ` writes carry.
+    unsafe { lakemeans::backend::gpu::quiet_probing() };
     m.add_class::<Rows>()?;
     m.add_class::<PyModel>()?;
     m.add_function(wrap_pyfunction!(rows_from_buffer, m)?)?;

@@ -54,10 +54,9 @@ pub enum Command {
     Gen(GenArgs),
     /// List the GPU adapters lakemeans can use, with their key limits.
     Devices(DevicesArgs),
-    /// Time Lloyd iterations over a fixed matrix of workloads, to compare hardware.
+    /// Time Lloyd iterations over a fixed matrix of workloads, to compare hardware; `bench
+    /// passes` times one pass over a real table from each place its rows can live.
     Bench(BenchArgs),
-    /// Time one pass over a table from Parquet, from the spill cache and from memory.
-    Passes(passes::PassesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,7 +72,10 @@ pub struct DevicesArgs {
     Workloads run smallest first; one is skipped when its data would exceed --max-gb or when the \
     fastest throughput measured so far predicts more than --budget-seconds per iteration."
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
     /// Rows to test instead of the default matrix's.
     #[arg(long = "n", value_delimiter = ',', value_name = "N,...")]
     pub rows: Option<Vec<usize>>,
@@ -98,6 +100,13 @@ pub struct BenchArgs {
     pub copy: bool,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Benchmarks other than the workload matrix.
+#[derive(Debug, Subcommand)]
+pub enum BenchMode {
+    /// Time one pass over a table from Parquet, from the spill cache and from memory.
+    Passes(passes::PassesArgs),
 }
 
 /// Which rows of a table to read, shared by every command that reads one.
@@ -364,14 +373,17 @@ pub fn run(cli: Cli) -> Result<()> {
             refit::run(&a)
         }
         Command::Devices(a) => bench::devices(&a),
-        Command::Bench(a) => {
-            init_threads(a.run.threads)?;
-            bench::run(&a)
-        }
-        Command::Passes(a) => {
+        Command::Bench(BenchArgs {
+            mode: Some(BenchMode::Passes(a)),
+            ..
+        }) => {
             init_threads(a.threads)?;
             crate::io::cleanup::install_handler();
             passes::run(&a)
+        }
+        Command::Bench(a) => {
+            init_threads(a.run.threads)?;
+            bench::run(&a)
         }
         Command::Gen(a) => {
             crate::io::Paths::new()

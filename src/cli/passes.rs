@@ -1,4 +1,4 @@
-//! `lakemeans passes`: times one pass over a table from Parquet, from the spill cache and from
+//! `lakemeans bench passes`: times one pass over a table from Parquet, from the spill cache and from
 //! memory, in one run (see [`crate::passes`]).
 
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ Parquet pass runs at most twice. The table must fit in memory, and its f32 rows 
 --spill-dir. Prints one JSON object.
 
 Example:
-  lakemeans passes g30m.parquet --exclude label,customer_id --k 64 --init init64.parquet")]
+  lakemeans bench passes g30m.parquet --exclude label,customer_id --k 64 --init init64.parquet")]
 pub struct PassesArgs {
     /// Parquet files or directories.
     #[arg(required = true, value_name = "INPUT")]
