@@ -6,7 +6,8 @@
 Both fits read the same Parquet table on local[2], start from k-means|| with the same number
 of rounds, run the given number of Lloyd iterations with tol 0, and are timed from the read
 to the fitted model (MLlib's time includes its VectorAssembler). Each prints its seconds and
-its training cost (inertia).
+its training cost (inertia). `--passes` also prints the seconds of each lakemeans pass (a
+Spark job), as the driver sees them: whether it read the rows through Spark or the row files.
 """
 
 import argparse
@@ -17,17 +18,36 @@ import time
 from pyspark.sql import SparkSession
 
 
+def time_passes():
+    """Wraps the two kinds of lakemeans pass to print their seconds."""
+    import lakemeans.spark as ls
+
+    def timed(name, run):
+        def wrapper(self, compute):
+            t = time.perf_counter()
+            got = run(self, compute)
+            print(f"  pass over {name}: {time.perf_counter() - t:.2f} s", flush=True)
+            return got
+
+        return wrapper
+
+    ls._Passes._from_rows = timed("the rows", ls._Passes._from_rows)
+    ls._Passes._from_files = timed("the row files", ls._Passes._from_files)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("table")
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--passes", action="store_true", help="print the seconds of each lakemeans pass")
     a = ap.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (
         SparkSession.builder.master(a.master)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "6g")
         .getOrCreate()
     )
@@ -35,6 +55,9 @@ def main():
     cols = [c for c in spark.read.parquet(a.table).columns if c.startswith("f")]
 
     from lakemeans.spark import KMeans as LmKMeans
+
+    if a.passes:
+        time_passes()
 
     t = time.perf_counter()
     df = spark.read.parquet(a.table)

@@ -84,7 +84,8 @@ class KMeans:
     shape (n_clusters, n_features) in input units. `scale` ("none", "standard", "minmax")
     rescales features before clustering; centroids are reported in input units, distances
     and inertia in the clustered space. `device` is "auto" (a GPU when there is one), "cpu"
-    or "gpu".
+    or "gpu". `random_state=None` seeds every fit afresh from the operating system; `seed_`
+    (and the saved model) tells the seed a fit ran with, so it can be repeated.
     """
 
     def __init__(
@@ -160,6 +161,7 @@ class KMeans:
 
     def _set_fitted(self, model, names):
         self._model = model
+        self.seed_ = model.seed
         self.cluster_centers_ = np.asarray(model.centroids_input_units, dtype=np.float64)
         self.n_features_in_ = len(model.features)
         if names is not None:
@@ -308,8 +310,10 @@ def _labels(b: bytes) -> np.ndarray:
 
 
 def _seed(random_state) -> int:
+    """The seed a fit runs with. None draws a fresh one from the operating system's randomness
+    for every fit, as scikit-learn does; the fit records it as `seed_` and in the model."""
     if random_state is None:
-        return 0
+        return int.from_bytes(os.urandom(8), "little") >> 1
     if isinstance(random_state, (int, np.integer)) and random_state >= 0:
         return int(random_state)
     raise ValueError(f"random_state must be a non-negative integer or None, got {random_state!r}")

@@ -15,6 +15,8 @@ however the DataFrame is partitioned.
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from typing import Sequence
 
 import numpy as np
@@ -23,9 +25,6 @@ from . import _native
 from . import KMeans as _LocalKMeans
 
 __all__ = ["KMeans", "KMeansModel"]
-
-_PART_SCHEMA = "part binary"
-
 
 def _check_columns(df, cols: Sequence[str], weight: str | None):
     """Fails before any job when a column is missing or not numeric."""
@@ -59,24 +58,123 @@ def _rows(batches, cols, weight):
     return _native.rows_from_stream(t.select(list(cols)), w)
 
 
-def _job(df, cols, weight, compute):
-    """Runs `compute(rows)` on every non-empty partition and returns the partials (bytes) in
-    partition order."""
+_PARTS = "pid int, parts array<binary>, miss boolean"
+
+
+def _answer(pid, parts, miss=False):
+    """One task's reply: its partition, its results (None for no rows) and whether it missed
+    the row files."""
     import pyarrow as pa
-    from pyspark import TaskContext
 
-    def run(batches):
-        rows = _rows(batches, cols, weight)
-        if rows is None:
-            return
-        pid = TaskContext.get().partitionId()
-        yield pa.RecordBatch.from_pydict(
-            {"pid": [pid], "part": [bytes(compute(rows))]},
-            schema=pa.schema([("pid", pa.int32()), ("part", pa.binary())]),
-        )
+    return pa.RecordBatch.from_pydict(
+        {"pid": [pid], "parts": [parts], "miss": [miss]},
+        schema=pa.schema([("pid", pa.int32()), ("parts", pa.list_(pa.binary())), ("miss", pa.bool_())]),
+    )
 
-    got = df.mapInArrow(run, "pid int, " + _PART_SCHEMA).collect()
-    return [bytes(r["part"]) for r in sorted(got, key=lambda r: r["pid"])]
+
+def _row_file(fit_id: str, pid: int, make: bool = False) -> str:
+    """Where a fit keeps a partition's rows on a worker's host: Spark's per-application files
+    directory, which Spark removes when the application ends."""
+    from pyspark import SparkFiles
+
+    folder = os.path.join(SparkFiles.getRootDirectory(), f"lakemeans-{fit_id}")
+    if make:
+        os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"part-{pid}.rows")
+
+
+class _Passes:
+    """The passes of one fit, each a `mapInArrow` job whose tasks return small partials.
+
+    Only the first pass takes the rows through Spark (cached columns to Arrow, to the Python
+    worker, to native rows): it leaves each partition's native rows in a file on the worker's
+    host. Later passes run over a DataFrame of one row per partition, and the task of
+    partition i reads partition i's file instead. Spark gives a task to whichever Python
+    worker is idle, so a file, which every worker of the host can read, keeps the rows where
+    worker memory would not. When a task finds no file (a task on another host, a lost
+    executor), the pass runs again over the rows, which writes the files again; from then on
+    the DataFrame is cached, as MLlib caches its input. Every result is the same bits whichever
+    way a pass ran. `close` removes the files.
+    """
+
+    def __init__(self, df, cols, weight):
+        self.df, self.cols, self.weight = df, list(cols), weight
+        self.spark = df.sparkSession
+        self.fit_id = uuid.uuid4().hex
+        self.partitions = df.rdd.getNumPartitions()
+        self.live = None  # the partitions that have rows, known after the first pass
+        self.cached = False
+
+    def run(self, compute):
+        """`compute(rows)` (a list of bytes) of every partition that has rows, in partition
+        order."""
+        if self.live is not None:
+            got = self._from_files(compute)
+            if got is not None:
+                return got
+            if not self.cached:
+                self.df = self.df.persist()
+                self.cached = True
+        return self._from_rows(compute)
+
+    def _from_rows(self, compute):
+        from pyspark import TaskContext
+
+        cols, weight, fit_id = self.cols, self.weight, self.fit_id
+
+        def run(batches):
+            pid = TaskContext.get().partitionId()
+            rows = _rows(batches, cols, weight)
+            if rows is None:
+                yield _answer(pid, None)
+                return
+            _native.save_rows(rows, _row_file(fit_id, pid, make=True))
+            yield _answer(pid, [bytes(b) for b in compute(rows)])
+
+        got = sorted(self.df.mapInArrow(run, _PARTS).collect(), key=lambda r: r["pid"])
+        self.live = [r["pid"] for r in got if r["parts"] is not None]
+        return [[bytes(b) for b in r["parts"]] for r in got if r["parts"] is not None]
+
+    def _from_files(self, compute):
+        """The pass over the row files, or None when a task found none."""
+        from pyspark import TaskContext
+
+        cols, fit_id, live = self.cols, self.fit_id, set(self.live)
+
+        def run(batches):
+            for _ in batches:
+                pass
+            pid = TaskContext.get().partitionId()
+            if pid not in live:
+                return
+            rows = _native.load_rows(_row_file(fit_id, pid), cols)
+            if rows is None:
+                yield _answer(pid, None, miss=True)
+                return
+            yield _answer(pid, [bytes(b) for b in compute(rows)])
+
+        n = self.partitions
+        got = self.spark.range(0, n, 1, n).mapInArrow(run, _PARTS).collect()
+        if any(r["miss"] for r in got) or sorted(r["pid"] for r in got) != sorted(live):
+            return None
+        return [[bytes(b) for b in r["parts"]] for r in sorted(got, key=lambda r: r["pid"])]
+
+    def close(self):
+        """Removes the row files on every host that ran a task, and Spark's cache if any."""
+        fit_id = self.fit_id
+
+        def run(batches):
+            for _ in batches:
+                pass
+            shutil.rmtree(os.path.dirname(_row_file(fit_id, 0)), ignore_errors=True)
+            return iter(())
+
+        n = self.partitions
+        try:
+            self.spark.range(0, n, 1, n).mapInArrow(run, "id long").collect()
+        finally:
+            if self.cached:
+                self.df.unpersist()
 
 
 class KMeans:
@@ -122,23 +220,25 @@ class KMeans:
         self.scale = scale
 
     def fit(self, df) -> "KMeansModel":
-        cols, weight, k = self.inputCols, self.weightCol, self.k
+        cols, weight = self.inputCols, self.weightCol
         _check_columns(df, cols, weight)
-        dim, device, seed = len(cols), self.device, self.seed
-        # Every pass reads the same columns: keep them cached, as MLlib caches its vectors.
-        df = df.select(*cols, *([weight] if weight else [])).persist()
+        passes = _Passes(df.select(*cols, *([weight] if weight else [])), cols, weight)
         try:
-            return self._fit(df, dim, device, seed)
+            return self._fit(passes)
         finally:
-            df.unpersist()
+            passes.close()
 
-    def _fit(self, df, dim, device, seed) -> "KMeansModel":
-        cols, weight, k = self.inputCols, self.weightCol, self.k
+    def _fit(self, passes) -> "KMeansModel":
+        cols, weight, k, seed, device = self.inputCols, self.weightCol, self.k, self.seed, self.device
+        dim = len(cols)
 
-        stats = _job(df, cols, weight, _native.stats)
-        scaler, tol_unit, rows = _native.reduce_stats(stats, dim, self.scale)
+        # The first pass: statistics, and the k rows with the smallest seeded keys (random
+        # init's centres; k-means||'s first centre and its top-up).
+        first = passes.run(lambda r: [_native.stats(r), _native.smallest_keys(r, k, seed)])
+        scaler, tol_unit, rows = _native.reduce_stats([p[0] for p in first], dim, self.scale)
         if rows < k:
             raise ValueError(f"--k {k} is larger than the number of rows ({rows})")
+        spare = bytes(_native.merge_smallest([p[1] for p in first], dim, k, scaler))
 
         if self.initCentroids is not None:
             c = np.asarray(self.initCentroids, dtype=np.float64)
@@ -146,65 +246,43 @@ class KMeans:
                 raise ValueError(f"initCentroids must have shape ({k}, {dim}), got {c.shape}")
             centroids = bytes(_native.scale_centroids(scaler, c.reshape(-1).tolist()))
         elif self.initMode == "random":
-            centroids = self._smallest(df, scaler, k)
+            if len(spare) < 4 * k * dim:
+                raise ValueError(f"the table has fewer than k = {k} rows with positive weight")
+            centroids = spare
         else:
-            centroids = self._kmeans_parallel(df, scaler)
+            centroids = self._kmeans_parallel(passes, scaler, spare)
 
         iterations, tol = 0, self.tol * tol_unit
         for _ in range(self.maxIter):
-            parts = _job(df, cols, weight, lambda r, c=centroids: _native.partials(r, scaler, c, k, device))
-            centroids, shift, _, _, _ = _native.lloyd_update(centroids, parts)
+            parts = passes.run(lambda r, c=centroids: [_native.partials(r, scaler, c, k, device)])
+            centroids, shift, _, _, _ = _native.lloyd_update(centroids, [p[0] for p in parts])
             centroids = bytes(centroids)
             iterations += 1
             if shift <= tol:
                 break
-        parts = _job(df, cols, weight, lambda r, c=centroids: _native.partials(r, scaler, c, k, device))
-        _, _, cost, _, _ = _native.lloyd_update(centroids, parts)
+        parts = passes.run(lambda r, c=centroids: [_native.partials(r, scaler, c, k, device)])
+        _, _, cost, _, _ = _native.lloyd_update(centroids, [p[0] for p in parts])
         model = _native.model(cols, scaler, centroids, cost, rows, iterations, seed)
         return KMeansModel(model, weightCol=weight, device=device)
 
-    def _smallest(self, df, scaler, m):
-        cols, weight, seed = self.inputCols, self.weightCol, self.seed
-        parts = _job(df, cols, weight, lambda r: _native.smallest_keys(r, scaler, m, seed))
-        return bytes(_native.merge_smallest(parts, len(cols), m))
-
-    def _kmeans_parallel(self, df, scaler):
-        """k-means|| as the library runs it, each pass a job: a first centre, `initSteps`
-        rounds of draws with probability l·w·D²/φ (l = 2k), then the candidates weighted by
-        their nearest rows and reduced to k centres on the driver."""
-        cols, weight, k, seed, device = self.inputCols, self.weightCol, self.k, self.seed, self.device
-        dim = len(cols)
-        cands = self._smallest(df, scaler, 1)
+    def _kmeans_parallel(self, passes, scaler, spare):
+        """The library's distributed k-means||, one pass a round: the first centre is the row
+        with the smallest seeded key; each of `initSteps` rounds draws rows with probability
+        l·w·D²/φ (l = 2k) in the pass that computes φ; a last pass weights the candidates by
+        their nearest rows, and the driver reduces them to k centres."""
+        k, seed, device, dim = self.k, self.seed, self.device, len(self.inputCols)
+        cands, l = spare[: 4 * dim], 2.0 * k
         for rnd in range(self.initSteps):
-            m = len(cands) // (4 * dim)
-            parts = _job(df, cols, weight, lambda r, c=cands, m=m: _native.partials(r, scaler, c, m, device))
-            _, _, phi, _, _ = _native.lloyd_update(cands, parts)
+            parts = passes.run(
+                lambda r, c=cands, n=rnd: [_native.round_share(r, scaler, c, l, seed, n, device)]
+            )
+            phi, drawn = _native.merge_round([p[0] for p in parts], dim, l, seed, rnd)
             if phi <= 0:
                 break
-            scale = 2.0 * k / phi
-            parts = _job(
-                df, cols, weight,
-                lambda r, c=cands, s=scale, n=rnd: _native.sample(r, scaler, c, s, seed, n, device),
-            )
-            cands += bytes(_native.merge_samples(parts, dim))
+            cands += bytes(drawn)
         m = len(cands) // (4 * dim)
-        parts = _job(df, cols, weight, lambda r, c=cands, m=m: _native.partials(r, scaler, c, m, device))
-        centres = _native.reduce(cands, parts, k, seed)
-        if centres is not None:
-            return bytes(centres)
-        # k or fewer distinct candidates carry weight: keep them, add rows with small keys.
-        _, _, _, counts, _ = _native.lloyd_update(cands, parts)
-        live = [cands[4 * dim * i : 4 * dim * (i + 1)] for i, n in enumerate(counts) if n > 0]
-        extra = self._smallest(df, scaler, k)
-        for i in range(k):
-            if len(live) == k:
-                break
-            row = extra[4 * dim * i : 4 * dim * (i + 1)]
-            if row not in live:
-                live.append(row)
-        if len(live) < k:
-            raise ValueError(f"the table has fewer than k = {k} distinct rows")
-        return b"".join(live)
+        parts = passes.run(lambda r, c=cands, m=m: [_native.partials(r, scaler, c, m, device)])
+        return bytes(_native.finish_parallel(cands, [p[0] for p in parts], spare, k, seed))
 
 
 class KMeansModel:

@@ -207,6 +207,11 @@ impl PyModel {
     fn iterations(&self) -> usize {
         self.0.iterations
     }
+    /// The seed the fit ran with (drawn afresh when the caller gave none).
+    #[getter]
+    fn seed(&self) -> u64 {
+        self.0.seed
+    }
     #[getter]
     fn scaling(&self) -> String {
         format!("{:?}", self.0.scaling.method).to_lowercase()

@@ -3,11 +3,15 @@
 //! travel as bytes; their sums are exact, so the driver's result does not depend on how the
 //! DataFrame is partitioned.
 
-use lakemeans::kmeans::distributed::{self, Keyed, Partials, Stats};
-use lakemeans::kmeans::{self, reduce_candidates};
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use lakemeans::data::Dataset;
+use lakemeans::job::frame::Frame;
+use lakemeans::kmeans;
+use lakemeans::kmeans::distributed::{self, Partials, RoundShare, Stats};
 use lakemeans::model::Model;
 use lakemeans::prep::Scaler;
-use lakemeans::rng::Rng;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -24,8 +28,8 @@ fn floats(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// The partition's rows in clustered space.
-fn clustered(rows: &Rows, scaler_json: &str) -> PyResult<lakemeans::data::Dataset> {
+/// The partition's rows in clustered space: the rows themselves when nothing is scaled.
+fn clustered<'a>(rows: &'a Rows, scaler_json: &str) -> PyResult<Cow<'a, Dataset>> {
     let s = scaler(scaler_json)?;
     if s.offset.len() != rows.0.data.dim() {
         return Err(PyValueError::new_err(
@@ -33,9 +37,9 @@ fn clustered(rows: &Rows, scaler_json: &str) -> PyResult<lakemeans::data::Datase
         ));
     }
     Ok(if s.is_identity() {
-        rows.0.data.clone()
+        Cow::Borrowed(&rows.0.data)
     } else {
-        s.transform_dataset(&rows.0.data)
+        Cow::Owned(s.transform_dataset(&rows.0.data))
     })
 }
 
@@ -116,52 +120,46 @@ fn lloyd_update<'py>(
     ))
 }
 
-/// One partition's `m` rows (clustered space) with the smallest seeded keys, as bytes.
+/// One partition's `m` rows (input units) with the smallest seeded keys, as bytes. It runs in
+/// the first pass, before the scaler is known.
 #[pyfunction]
-fn smallest_keys<'py>(
-    py: Python<'py>,
-    rows: &Rows,
-    scaler_json: &str,
-    m: usize,
-    seed: u64,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let data = clustered(rows, scaler_json)?;
-    let b = py.detach(|| distributed::keyed_to_bytes(&distributed::smallest_keys(&data, m, seed)));
-    Ok(PyBytes::new(py, &b))
+fn smallest_keys<'py>(py: Python<'py>, rows: &Rows, m: usize, seed: u64) -> Bound<'py, PyBytes> {
+    let b = py
+        .detach(|| distributed::keyed_to_bytes(&distributed::smallest_keys(&rows.0.data, m, seed)));
+    PyBytes::new(py, &b)
 }
 
-fn keyed(parts: &[Vec<u8>], dim: usize) -> PyResult<Vec<Keyed>> {
-    let mut all = Vec::new();
-    for p in parts {
-        all.extend(distributed::keyed_from_bytes(p, dim).map_err(err)?);
-    }
-    Ok(all)
-}
-
-/// The `m` smallest keyed rows of all partitions, as f32 bytes (row-major).
+/// The `m` smallest keyed rows of all partitions, in clustered space under the scaler, as f32
+/// bytes (row-major).
 #[pyfunction]
 fn merge_smallest<'py>(
     py: Python<'py>,
     parts: Vec<Vec<u8>>,
     dim: usize,
     m: usize,
+    scaler_json: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let rows: Vec<f32> = distributed::smallest(keyed(&parts, dim)?, m)
+    let mut all = Vec::new();
+    for p in &parts {
+        all.extend(distributed::keyed_from_bytes(p, dim).map_err(err)?);
+    }
+    let rows: Vec<f64> = distributed::smallest(all, m)
         .into_iter()
-        .flat_map(|(_, v)| v)
+        .flat_map(|(_, v)| v.into_iter().map(f64::from))
         .collect();
-    Ok(bytes_of(py, &rows))
+    Ok(bytes_of(py, &scaler(scaler_json)?.transform_rows(&rows)))
 }
 
-/// One partition's draw of a k-means|| round against the candidates so far.
+/// One partition's share of k-means|| round `round` against the candidates so far: its
+/// part of φ and the rows the round may draw (`distributed::RoundShare`).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-fn sample<'py>(
+fn round_share<'py>(
     py: Python<'py>,
     rows: &Rows,
     scaler_json: &str,
     cands: &[u8],
-    scale_: f64,
+    l: f64,
     seed: u64,
     round: usize,
     device: &str,
@@ -171,44 +169,73 @@ fn sample<'py>(
     let c = floats(cands);
     let key = kmeans::round_key(seed, round);
     let b = py
-        .detach(|| {
-            distributed::sample(&data, &c, scale_, key, dev)
-                .map(|s| distributed::keyed_to_bytes(&s))
-        })
+        .detach(|| RoundShare::of(&data, &c, l, key, dev).map(|s| s.to_bytes()))
         .map_err(err)?;
     Ok(PyBytes::new(py, &b))
 }
 
-/// Every partition's drawn rows in the one order all splits agree on, as f32 bytes.
+/// A round from every partition's share: (φ, the drawn rows as f32 bytes in the order all
+/// splits agree on).
 #[pyfunction]
-fn merge_samples<'py>(
+fn merge_round<'py>(
     py: Python<'py>,
     parts: Vec<Vec<u8>>,
     dim: usize,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let mut all = keyed(&parts, dim)?;
-    distributed::sort_keyed(&mut all);
-    let rows: Vec<f32> = all.into_iter().flat_map(|(_, v)| v).collect();
-    Ok(bytes_of(py, &rows))
+    l: f64,
+    seed: u64,
+    round: usize,
+) -> PyResult<(f64, Bound<'py, PyBytes>)> {
+    let shares = parts
+        .iter()
+        .map(|p| RoundShare::from_bytes(p, dim))
+        .collect::<lakemeans::Result<Vec<_>>>()
+        .map_err(err)?;
+    let (phi, drawn) = distributed::merge_round(&shares, l, kmeans::round_key(seed, round));
+    let rows: Vec<f32> = drawn.into_iter().flat_map(|(_, v)| v).collect();
+    Ok((phi, bytes_of(py, &rows)))
 }
 
-/// The library's last k-means|| step on the driver: candidates (f32 bytes) weighted by the
-/// merged partials against them, reduced to `k` centres; None when k or fewer carry weight.
+/// The library's last k-means|| step on the driver: the candidates (f32 bytes) weighted by
+/// the merged partials against them and reduced to `k` centres, or topped up from `spare`
+/// rows when k or fewer carry weight.
 #[pyfunction]
-fn reduce<'py>(
+fn finish_parallel<'py>(
     py: Python<'py>,
     cands: &[u8],
     parts: Vec<Vec<u8>>,
+    spare: &[u8],
     k: usize,
     seed: u64,
-) -> PyResult<Option<Bound<'py, PyBytes>>> {
+) -> PyResult<Bound<'py, PyBytes>> {
     let weights = merge(&parts)?.step().weights;
-    let c = floats(cands);
-    let mut rng = Rng::derive(seed, 0);
+    let (c, s) = (floats(cands), floats(spare));
     let out = py
-        .detach(|| reduce_candidates(&c, &weights, k, &mut rng))
+        .detach(|| distributed::finish_parallel(&c, &weights, &s, k, seed))
         .map_err(err)?;
-    Ok(out.map(|c| bytes_of(py, &c)))
+    Ok(bytes_of(py, &out))
+}
+
+/// Keeps a partition's rows (input units) on this host for the next passes of a fit.
+#[pyfunction]
+fn save_rows(py: Python<'_>, rows: &Rows, path: PathBuf) -> PyResult<()> {
+    py.detach(|| distributed::save_rows(&rows.0.data, &path))
+        .map_err(err)
+}
+
+/// The rows [`save_rows`] kept, or None when this host has none at `path`.
+#[pyfunction]
+fn load_rows(py: Python<'_>, path: PathBuf, features: Vec<String>) -> PyResult<Option<Rows>> {
+    let data = py.detach(|| distributed::load_rows(&path)).map_err(err)?;
+    match data {
+        Some(d) if d.dim() != features.len() => Err(PyValueError::new_err(format!(
+            "{}: the row cache has {} columns, not {}",
+            path.display(),
+            d.dim(),
+            features.len()
+        ))),
+        Some(data) => Ok(Some(Rows(Frame { features, data }))),
+        None => Ok(None),
+    }
 }
 
 /// Centroids in input units (f64 bytes) into clustered space (f32 bytes).
@@ -255,9 +282,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lloyd_update, m)?)?;
     m.add_function(wrap_pyfunction!(smallest_keys, m)?)?;
     m.add_function(wrap_pyfunction!(merge_smallest, m)?)?;
-    m.add_function(wrap_pyfunction!(sample, m)?)?;
-    m.add_function(wrap_pyfunction!(merge_samples, m)?)?;
-    m.add_function(wrap_pyfunction!(reduce, m)?)?;
+    m.add_function(wrap_pyfunction!(round_share, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_round, m)?)?;
+    m.add_function(wrap_pyfunction!(finish_parallel, m)?)?;
+    m.add_function(wrap_pyfunction!(save_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(load_rows, m)?)?;
     m.add_function(wrap_pyfunction!(scale_centroids, m)?)?;
     m.add_function(wrap_pyfunction!(model, m)?)?;
     Ok(())

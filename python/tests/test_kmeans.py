@@ -56,6 +56,19 @@ def test_every_input_kind_gives_the_same_fit():
         assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-6), kind
 
 
+def test_random_state_none_draws_a_fresh_seed_and_records_it(tmp_path):
+    X = blobs(5_000, 3, 3, seed=3)
+    fits = [lakemeans.KMeans(3, init="random", max_iter=1, random_state=None, device="cpu").fit(X)
+            for _ in range(2)]
+    assert fits[0].seed_ != fits[1].seed_
+    # The recorded seed repeats the fit, and the saved model keeps it.
+    again = lakemeans.KMeans(3, init="random", max_iter=1, random_state=fits[0].seed_, device="cpu").fit(X)
+    assert np.array_equal(again.cluster_centers_, fits[0].cluster_centers_)
+    fits[0].save(tmp_path / "m.json")
+    assert lakemeans.load(tmp_path / "m.json").seed_ == fits[0].seed_
+    assert lakemeans.KMeans(3, random_state=7, device="cpu").fit(X).seed_ == 7
+
+
 def test_estimator_conventions():
     X = blobs(5_000, 3, 3, seed=2)
     km = lakemeans.KMeans(3, random_state=5, device="cpu")

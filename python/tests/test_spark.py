@@ -119,3 +119,27 @@ def test_bad_columns_fail_before_any_job(data, spark):
         KMeans(K, cols, weightCol="name").fit(df)
     assert list(sc.statusTracker().getJobIdsForGroup("bad-columns")) == []
     sc.setJobGroup("other", "")
+
+
+def test_a_pass_that_misses_the_row_files_reads_the_rows_again(data, monkeypatch):
+    """Later passes read each partition's rows from a file on the worker's host; a task that
+    finds none (another host, a lost executor) sends the pass back through Spark's rows, with
+    the same answer."""
+    import lakemeans.spark as ls
+
+    _, _, cols, df = data
+    want = KMeans(K, cols, maxIter=3, seed=4, device="cpu").fit(df.repartition(3))
+    real, missed = ls._Passes._from_files, []
+
+    def lose_files(self, compute):
+        if not missed:
+            shutil.rmtree(os.path.dirname(ls._row_file(self.fit_id, 0)))
+        got = real(self, compute)
+        missed.append(got is None)
+        return got
+
+    monkeypatch.setattr(ls._Passes, "_from_files", lose_files)
+    got = KMeans(K, cols, maxIter=3, seed=4, device="cpu").fit(df.repartition(3))
+    assert missed[0] and not any(missed[1:])
+    assert got.trainingCost == want.trainingCost
+    assert np.array_equal(np.array(got.clusterCenters()), np.array(want.clusterCenters()))

@@ -5,16 +5,52 @@
 //! Every sum is exact ([`ExactSum`]), so the merged result is the same bits however the rows
 //! were split into partitions and in whatever order the partitions arrive.
 
+use std::io::{Read, Write};
+use std::path::Path;
+
 use rayon::prelude::*;
 
+use crate::backend::cpu::Pass;
 use crate::backend::{self, DeviceChoice, Step};
-use crate::data::Dataset;
+use crate::data::{Batch, Dataset, SLAB_ROWS};
 use crate::error::{Error, Result};
 use crate::exact::ExactSum;
 use crate::prep::{ScaleMethod, ScaleStats, Scaler};
 
 /// Rows per parallel chunk of a partition's accumulation.
 const CHUNK_ROWS: usize = 16_384;
+
+/// Rows per run of one feature in the statistics: 32 KiB of rows at 16 features.
+const STATS_ROWS: usize = 512;
+
+/// Each row's nearest of the `m` centres `cents` (row-major) and its squared distance. The
+/// CPU runs the library's SIMD pass over fixed blocks straight on the rows (no backend to
+/// set up per partition and pass); other devices run a backend step.
+fn assign(
+    rows: &Dataset,
+    cents: &[f32],
+    m: usize,
+    device: DeviceChoice,
+) -> Result<(Vec<u32>, Vec<f32>)> {
+    if device != DeviceChoice::Cpu {
+        let mut be = backend::create(device, rows, None)?;
+        be.step(cents, m, false)?;
+        let a = be.assignment()?;
+        return Ok((a.labels, a.distances));
+    }
+    let n = rows.rows();
+    let pass = Pass::new(cents, m, rows.dim(), true, false);
+    let (mut labels, mut dists) = (vec![0u32; n], vec![0f32; n]);
+    labels
+        .par_chunks_mut(CHUNK_ROWS)
+        .zip(dists.par_chunks_mut(CHUNK_ROWS))
+        .zip(rows.blocks(CHUNK_ROWS))
+        .for_each(|((l, d), blk)| {
+            let (x, w) = rows.block_view(&blk);
+            pass.block(x, w, l, d);
+        });
+    Ok((labels, dists))
+}
 
 /// One Lloyd step over some rows: per-cluster weighted sums, weights and counts, and the
 /// weighted inertia.
@@ -53,23 +89,28 @@ impl Partials {
         if rows.rows() == 0 {
             return Ok(out);
         }
-        let mut be = backend::create(device, rows, None)?;
-        be.step(centroids, k, false)?;
-        let a = be.assignment()?;
-        drop(be);
-        let parts: Vec<Partials> = (0..rows.rows().div_ceil(CHUNK_ROWS))
+        let (labels, dists) = assign(rows, centroids, k, device)?;
+        let parts: Vec<Partials> = rows
+            .blocks(CHUNK_ROWS)
             .into_par_iter()
-            .map(|c| {
+            .map(|blk| {
                 let mut p = Partials::new(k, dim);
-                for i in c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(rows.rows()) {
-                    let (l, w) = (a.labels[i] as usize, rows.weight(i) as f64);
+                let (x, w) = rows.block_view(&blk);
+                // Rows taken cluster by cluster, so one cluster's exact sums stay in cache
+                // while its rows are added (the sums of all clusters do not fit).
+                let mut order: Vec<u32> = (0..blk.len as u32).collect();
+                order.sort_unstable_by_key(|&r| labels[blk.global + r as usize]);
+                for r in order.into_iter().map(|r| r as usize) {
+                    let i = blk.global + r;
+                    let (l, w) = (labels[i] as usize, w.map_or(1.0, |w| w[r] as f64));
                     // Products of two f32 are exact in f64.
-                    for (s, &x) in p.sums[l * dim..(l + 1) * dim].iter_mut().zip(rows.row(i)) {
+                    let row = &x[r * dim..(r + 1) * dim];
+                    for (s, &x) in p.sums[l * dim..(l + 1) * dim].iter_mut().zip(row) {
                         s.add(w * x as f64);
                     }
                     p.weights[l].add(w);
                     p.counts[l] += 1;
-                    p.inertia.add(w * a.distances[i] as f64);
+                    p.inertia.add(w * dists[i] as f64);
                 }
                 p
             })
@@ -172,26 +213,44 @@ impl Stats {
     /// Statistics of `rows` (input units).
     pub fn of(rows: &Dataset) -> Self {
         let dim = rows.dim();
-        let parts: Vec<Stats> = (0..rows.rows().div_ceil(CHUNK_ROWS))
+        let parts: Vec<Stats> = rows
+            .blocks(CHUNK_ROWS)
             .into_par_iter()
-            .map(|c| {
+            .map(|blk| {
                 let mut s = Stats::new(dim);
-                for i in c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(rows.rows()) {
-                    let w = rows.weight(i) as f64;
-                    s.rows += 1;
-                    s.weight.add(w);
-                    for (j, &v) in rows.row(i).iter().enumerate() {
-                        let x = v as f64;
-                        // x² is exact; w·x² is split into its rounded value and the error.
-                        let (x2, wx2) = (x * x, w * (x * x));
-                        s.wx[j].add(w * x);
-                        s.wx2[j].add(wx2);
-                        s.wx2[j].add(w.mul_add(x2, -wx2));
-                        s.x[j].add(x);
-                        s.x2[j].add(x2);
-                        s.lo[j] = s.lo[j].min(v);
-                        s.hi[j] = s.hi[j].max(v);
+                let (x, w) = rows.block_view(&blk);
+                s.rows = blk.len as u64;
+                for r in 0..blk.len {
+                    s.weight.add(w.map_or(1.0, |w| w[r] as f64));
+                }
+                // A feature at a time over a few rows: that feature's sums stay in cache.
+                for lo in (0..blk.len).step_by(STATS_ROWS) {
+                    let hi = (lo + STATS_ROWS).min(blk.len);
+                    for j in 0..dim {
+                        for r in lo..hi {
+                            let v = x[r * dim + j];
+                            let x = v as f64;
+                            let x2 = x * x;
+                            s.x[j].add(x);
+                            s.x2[j].add(x2);
+                            if let Some(w) = w {
+                                // x² is exact; w·x² is split into its rounded value and the
+                                // error.
+                                let w = w[r] as f64;
+                                let wx2 = w * x2;
+                                s.wx[j].add(w * x);
+                                s.wx2[j].add(wx2);
+                                s.wx2[j].add(w.mul_add(x2, -wx2));
+                            }
+                            s.lo[j] = s.lo[j].min(v);
+                            s.hi[j] = s.hi[j].max(v);
+                        }
                     }
+                }
+                if w.is_none() {
+                    // Every weight is 1: the weighted sums are the plain ones.
+                    s.wx = s.x.clone();
+                    s.wx2 = s.x2.clone();
                 }
                 s
             })
@@ -298,14 +357,28 @@ pub type Keyed = (u64, Vec<f32>);
 pub fn smallest_keys(rows: &Dataset, m: usize, seed: u64) -> Vec<Keyed> {
     // A round no k-means|| run reaches, so these keys are not its draws.
     let key = super::round_key(seed, 1 << 20);
-    let all: Vec<Keyed> = (0..rows.rows())
+    let mut all: Vec<(u64, usize)> = (0..rows.rows())
+        .into_par_iter()
         .filter(|&i| rows.weight(i) > 0.0)
-        .map(|i| {
-            let r = rows.row(i);
-            (super::row_key(r) ^ key, r.to_vec())
-        })
+        .map(|i| (super::row_key(rows.row(i)) ^ key, i))
         .collect();
-    smallest(all, m)
+    let order = |a: &(u64, usize), b: &(u64, usize)| {
+        a.0.cmp(&b.0)
+            .then_with(|| bits(rows.row(a.1)).cmp(&bits(rows.row(b.1))))
+    };
+    // Only the m smallest are ordered: a partition holds millions of rows, m is about k.
+    if all.len() > m {
+        all.select_nth_unstable_by(m, order);
+        all.truncate(m);
+    }
+    all.sort_by(order);
+    all.into_iter()
+        .map(|(k, i)| (k, rows.row(i).to_vec()))
+        .collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// The `m` smallest of keyed rows, ties broken by the values' bits.
@@ -317,40 +390,178 @@ pub fn smallest(mut all: Vec<Keyed>, m: usize) -> Vec<Keyed> {
 
 /// Sorts keyed rows into the one order every split agrees on.
 pub fn sort_keyed(all: &mut [Keyed]) {
-    all.sort_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| {
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            bits(&a.1).cmp(&bits(&b.1))
-        })
-    });
+    all.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| bits(&a.1).cmp(&bits(&b.1))));
 }
 
-/// One partition's draw of a k-means|| round: each row joins with probability
-/// `min(1, scale · w · D²)`, `D²` its squared distance to the nearest of `cands`, by a draw
-/// keyed by `key` and the row's values ([`super::row_key`]).
-pub fn sample(
-    rows: &Dataset,
-    cands: &[f32],
-    scale: f64,
-    key: u64,
-    device: DeviceChoice,
-) -> Result<Vec<Keyed>> {
-    let m = cands.len() / rows.dim().max(1);
-    if rows.rows() == 0 || m == 0 {
-        return Ok(Vec::new());
+/// A row that a k-means|| round may draw: its value key ([`super::row_key`]), weight,
+/// squared distance to the nearest candidate so far, and values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Drawn {
+    pub key: u64,
+    pub weight: f32,
+    pub d2: f32,
+    pub row: Vec<f32>,
+}
+
+/// One partition's share of a k-means|| round, so that a round is one pass: its part of the
+/// potential φ = Σ w·D², and the rows the round could draw. A row is drawn with probability
+/// `l · w · D² / φ` for the whole table's φ, unknown until every share is in; the partition's
+/// own φₚ ≤ φ gives a larger probability, so the rows it keeps (about `l` of them) are a
+/// superset of its real draws, which [`merge_round`] picks out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundShare {
+    phi: ExactSum,
+    drawn: Vec<Drawn>,
+}
+
+impl RoundShare {
+    /// `rows` (clustered space) against the candidates `cands` (row-major) of a round keyed
+    /// by `round_key` that draws `l` rows in expectation.
+    pub fn of(
+        rows: &Dataset,
+        cands: &[f32],
+        l: f64,
+        round_key: u64,
+        device: DeviceChoice,
+    ) -> Result<Self> {
+        let dim = rows.dim();
+        let m = cands.len() / dim.max(1);
+        let mut out = RoundShare {
+            phi: ExactSum::default(),
+            drawn: Vec::new(),
+        };
+        if rows.rows() == 0 || m == 0 {
+            return Ok(out);
+        }
+        let (_, d2) = assign(rows, cands, m, device)?;
+        let parts: Vec<ExactSum> = rows
+            .blocks(CHUNK_ROWS)
+            .into_par_iter()
+            .map(|blk| {
+                let mut phi = ExactSum::default();
+                for r in 0..blk.len {
+                    let i = blk.global + r;
+                    phi.add(rows.weight(i) as f64 * d2[i] as f64);
+                }
+                phi
+            })
+            .collect();
+        parts.iter().for_each(|p| out.phi.merge(p));
+        let phi = out.phi.value();
+        if phi <= 0.0 {
+            return Ok(out);
+        }
+        let scale = l / phi;
+        out.drawn = (0..rows.rows())
+            .into_par_iter()
+            .filter_map(|i| {
+                let (row, w) = (rows.row(i), rows.weight(i));
+                let key = super::row_key(row);
+                super::parallel::draws(scale, w, d2[i], round_key, key).then(|| Drawn {
+                    key,
+                    weight: w,
+                    d2: d2[i],
+                    row: row.to_vec(),
+                })
+            })
+            .collect();
+        Ok(out)
     }
-    let mut be = backend::create(device, rows, None)?;
-    be.step(cands, m, false)?;
-    let a = be.assignment()?;
-    drop(be);
-    Ok((0..rows.rows())
-        .filter_map(|i| {
-            let p = scale * rows.weight(i) as f64 * a.distances[i] as f64;
-            let r = rows.row(i);
-            let k = super::row_key(r);
-            (p > 0.0 && super::uniform(key, k) < p).then(|| (k, r.to_vec()))
-        })
-        .collect())
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.phi.write(&mut out);
+        out.extend_from_slice(&(self.drawn.len() as u64).to_le_bytes());
+        for d in &self.drawn {
+            out.extend_from_slice(&d.key.to_le_bytes());
+            out.extend_from_slice(&d.weight.to_le_bytes());
+            out.extend_from_slice(&d.d2.to_le_bytes());
+            out.extend(d.row.iter().flat_map(|x| x.to_le_bytes()));
+        }
+        out
+    }
+
+    pub fn from_bytes(mut b: &[u8], dim: usize) -> Result<Self> {
+        let phi = ExactSum::read(&mut b)?;
+        let n = take_u64(&mut b)? as usize;
+        let size = 16 + 4 * dim;
+        if n.checked_mul(size) != Some(b.len()) {
+            return Err(corrupt());
+        }
+        let drawn = b
+            .chunks_exact(size)
+            .map(|c| {
+                let f = |at: usize| f32::from_le_bytes([c[at], c[at + 1], c[at + 2], c[at + 3]]);
+                let mut key = [0u8; 8];
+                key.copy_from_slice(&c[..8]);
+                Drawn {
+                    key: u64::from_le_bytes(key),
+                    weight: f(8),
+                    d2: f(12),
+                    row: (16..size).step_by(4).map(f).collect(),
+                }
+            })
+            .collect();
+        Ok(RoundShare { phi, drawn })
+    }
+}
+
+/// A round's result from every partition's share, in any order: the table's φ and the rows
+/// drawn, in the one order all splits agree on.
+pub fn merge_round(shares: &[RoundShare], l: f64, round_key: u64) -> (f64, Vec<Keyed>) {
+    let mut phi = ExactSum::default();
+    shares.iter().for_each(|s| phi.merge(&s.phi));
+    let phi = phi.value();
+    if phi <= 0.0 {
+        return (phi, Vec::new());
+    }
+    let scale = l / phi;
+    let mut all: Vec<Keyed> = shares
+        .iter()
+        .flat_map(|s| &s.drawn)
+        .filter(|d| super::parallel::draws(scale, d.weight, d.d2, round_key, d.key))
+        .map(|d| (d.key, d.row.clone()))
+        .collect();
+    sort_keyed(&mut all);
+    (phi, all)
+}
+
+/// The last step of a distributed k-means||: the candidates (row-major), each weighted by the
+/// rows nearest to it (`weights`), reduced to `k` centres by [`super::reduce_candidates`].
+/// When `k` or fewer carry weight, they are kept and topped up with `spare` rows (the ones
+/// with the smallest seeded keys, [`smallest_keys`]) that are not among them yet.
+pub fn finish_parallel(
+    cands: &[f32],
+    weights: &[f64],
+    spare: &[f32],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let mut rng = crate::rng::Rng::derive(seed, 0);
+    if let Some(c) = super::reduce_candidates(cands, weights, k, &mut rng)? {
+        return Ok(c);
+    }
+    let dim = cands.len() / weights.len().max(1);
+    let mut out: Vec<&[f32]> = cands
+        .chunks_exact(dim)
+        .zip(weights)
+        .filter(|(_, w)| **w > 0.0)
+        .map(|(c, _)| c)
+        .collect();
+    for row in spare.chunks_exact(dim) {
+        if out.len() == k {
+            break;
+        }
+        if !out.iter().any(|c| bits(c) == bits(row)) {
+            out.push(row);
+        }
+    }
+    if out.len() < k {
+        return Err(Error::Usage(format!(
+            "the table has fewer than k = {k} distinct rows"
+        )));
+    }
+    Ok(out.concat())
 }
 
 /// Keyed rows as bytes: the count, then each key and its values (little-endian).
@@ -379,6 +590,76 @@ pub fn keyed_from_bytes(mut b: &[u8], dim: usize) -> Result<Vec<Keyed>> {
             (u64::from_le_bytes(k), v)
         })
         .collect())
+}
+
+/// The head of a row cache file: its format, then dim, rows and whether rows are weighted.
+const CACHE_MAGIC: &[u8; 8] = b"lkmrows1";
+
+/// Writes a partition's rows where the next passes of the same fit on this host find them,
+/// so that they do not come through Spark again. The file is the slabs' memory as it is
+/// (native byte order: only this host reads it), written under a temporary name and renamed,
+/// so a reader never sees half a file.
+pub fn save_rows(rows: &Dataset, path: &Path) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        f.write_all(CACHE_MAGIC)?;
+        f.write_all(&(rows.dim() as u64).to_ne_bytes())?;
+        f.write_all(&(rows.rows() as u64).to_ne_bytes())?;
+        f.write_all(&[rows.is_weighted() as u8])?;
+        for b in rows.batches() {
+            f.write_all(bytemuck::cast_slice(&b.values))?;
+            if let Some(w) = &b.weights {
+                f.write_all(bytemuck::cast_slice(w))?;
+            }
+        }
+        f.flush()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::output(path, e)
+    })
+}
+
+/// Reads what [`save_rows`] wrote; `None` when there is no such file (another host, or a
+/// worker that has not seen the partition), so the caller falls back to Spark's rows.
+pub fn load_rows(path: &Path) -> Result<Option<Dataset>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::input(path, e)),
+    };
+    let bad = |e: std::io::Error| Error::input(path, format!("unreadable row cache ({e})"));
+    let mut head = [0u8; 25];
+    f.read_exact(&mut head).map_err(bad)?;
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&head[at..at + 8]);
+        u64::from_ne_bytes(w) as usize
+    };
+    let (dim, n, weighted) = (word(8), word(16), head[24] == 1);
+    if &head[..8] != CACHE_MAGIC || dim == 0 {
+        return Err(Error::input(path, "not a row cache"));
+    }
+    let mut slabs = Vec::with_capacity(n.div_ceil(SLAB_ROWS));
+    for lo in (0..n).step_by(SLAB_ROWS) {
+        let rows = (n - lo).min(SLAB_ROWS);
+        let mut values = vec![0f32; rows * dim];
+        f.read_exact(bytemuck::cast_slice_mut(&mut values))
+            .map_err(bad)?;
+        let weights = if weighted {
+            let mut w = vec![0f32; rows];
+            f.read_exact(bytemuck::cast_slice_mut(&mut w))
+                .map_err(bad)?;
+            Some(w)
+        } else {
+            None
+        };
+        slabs.push(Batch { values, weights });
+    }
+    Ok(Some(Dataset::from_slabs(dim, slabs)))
 }
 
 fn corrupt() -> Error {
@@ -458,5 +739,65 @@ mod tests {
         let id = Scaler::identity(3);
         let mv = crate::data::Rows::moments(&d).mean_variance();
         assert!((whole.mean_variance(&id) - mv).abs() < 1e-9 * mv);
+    }
+
+    #[test]
+    fn a_round_draws_what_the_whole_table_would_however_it_is_split() {
+        let d = rows(30_000, 4, 5);
+        let cands: Vec<f32> = (0..3).flat_map(|i| d.row(i * 7_000).to_vec()).collect();
+        let (l, key) = (40.0, super::super::round_key(9, 0));
+        let whole = RoundShare::of(&d, &cands, l, key, DeviceChoice::Cpu).unwrap();
+        let (phi, drawn) = merge_round(&[whole], l, key);
+        // What one pass over all rows with the table's φ draws.
+        let (_, d2) = assign(&d, &cands, 3, DeviceChoice::Cpu).unwrap();
+        let mut want: Vec<Keyed> = (0..d.rows())
+            .filter(|&i| {
+                let k = super::super::row_key(d.row(i));
+                super::super::parallel::draws(l / phi, d.weight(i), d2[i], key, k)
+            })
+            .map(|i| (super::super::row_key(d.row(i)), d.row(i).to_vec()))
+            .collect();
+        sort_keyed(&mut want);
+        assert!(!want.is_empty() && want.len() < 200);
+        assert_eq!(drawn, want);
+        for cuts in [vec![10, 20_000], vec![29_990]] {
+            let shares: Vec<RoundShare> = split(&d, &cuts)
+                .iter()
+                .rev()
+                .map(|p| {
+                    let s = RoundShare::of(p, &cands, l, key, DeviceChoice::Cpu).unwrap();
+                    RoundShare::from_bytes(&s.to_bytes(), 4).unwrap()
+                })
+                .collect();
+            let (p2, got) = merge_round(&shares, l, key);
+            assert_eq!(p2.to_bits(), phi.to_bits());
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn rows_saved_for_later_passes_load_back_the_same() {
+        let d = rows(70_000, 3, 6);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part-0.rows");
+        assert!(load_rows(&path).unwrap().is_none());
+        save_rows(&d, &path).unwrap();
+        let back = load_rows(&path).unwrap().unwrap();
+        assert_eq!((back.rows(), back.dim()), (d.rows(), d.dim()));
+        for i in [0, 65_535, 65_536, 69_999] {
+            assert_eq!(back.row(i), d.row(i));
+            assert_eq!(back.weight(i), d.weight(i));
+        }
+        std::fs::write(&path, b"not rows").unwrap();
+        assert!(load_rows(&path).is_err());
+    }
+
+    #[test]
+    fn too_few_weighted_candidates_are_topped_up_with_distinct_spare_rows() {
+        let cands = [0.0, 0.0, 1.0, 1.0, 2.0, 2.0];
+        let spare = [1.0, 1.0, 5.0, 5.0, 6.0, 6.0];
+        let c = finish_parallel(&cands, &[3.0, 0.0, 2.0], &spare, 4, 1).unwrap();
+        assert_eq!(c, vec![0.0, 0.0, 2.0, 2.0, 1.0, 1.0, 5.0, 5.0]);
+        assert!(finish_parallel(&cands, &[3.0, 0.0, 2.0], &spare[..2], 4, 1).is_err());
     }
 }

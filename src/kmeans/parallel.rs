@@ -208,14 +208,21 @@ fn sample(near: &Near, scale: f64, key: u64) -> Vec<usize> {
             let lo = b * BLOCK_ROWS;
             (lo..(lo + BLOCK_ROWS).min(n))
                 .filter(|&i| {
-                    let w = near.w.get(i).map_or(1.0, |&w| w as f64);
-                    let p = scale * w * near.d2[i] as f64;
-                    p > 0.0 && uniform(key, i as u64) < p
+                    let w = near.w.get(i).copied().unwrap_or(1.0);
+                    draws(scale, w, near.d2[i], key, i as u64)
                 })
                 .collect()
         })
         .collect();
     chunks.concat()
+}
+
+/// Whether row `id` joins the candidates of the round keyed by `key`: with probability
+/// `min(1, scale · w · D²)`, by its own counter-based draw. The streaming engine numbers rows
+/// by their index; Spark by their values ([`row_key`]), which any split of the rows agrees on.
+pub fn draws(scale: f64, w: f32, d2: f32, key: u64, id: u64) -> bool {
+    let p = scale * w as f64 * d2 as f64;
+    p > 0.0 && uniform(key, id) < p
 }
 
 /// Too few distinct candidates (the data has fewer than `k` distinct rows with weight, or the
