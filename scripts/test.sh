@@ -29,12 +29,8 @@ fi
 command -v chromium >/dev/null 2>&1 || install "headless browser for the HTML report test" chromium
 command -v java >/dev/null 2>&1 || install "Java for the Spark tests" openjdk-17-jre-headless
 
-cargo fmt --all -- --check
-cargo clippy --workspace --release --all-targets --locked -- -D warnings
-cargo test --release --locked
-
-# The Python package, built once from this checkout (pip runs maturin on python/), then its
-# tests: scikit-learn equivalence, the model file shared with the command line, and Spark.
+# A virtual environment under target/ for the Python tests, and for the local S3 server
+# (moto) that the object-store tests in tests/object_store.rs run against.
 venv=target/python-venv
 if [[ ! -x $venv/bin/python ]]; then
   python3 -m venv "$venv" 2>/dev/null || {
@@ -43,7 +39,14 @@ if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"
   }
 fi
-"$venv/bin/python" -m pip install -q pytest scikit-learn pyarrow polars pandas pyspark
+"$venv/bin/python" -m pip install -q pytest scikit-learn pyarrow polars pandas pyspark 'moto[server]>=5,<6'
+
+cargo fmt --all -- --check
+cargo clippy --workspace --release --all-targets --locked -- -D warnings
+cargo test --release --locked
+
+# The Python package, built once from this checkout (pip runs maturin on python/), then its
+# tests: scikit-learn equivalence, the model file shared with the command line, and Spark.
 "$venv/bin/python" -m pip install -q --force-reinstall --no-deps ./python
 LAKEMEANS_BIN=$PWD/target/release/lakemeans "$venv/bin/python" -m pytest -q python/tests
 
