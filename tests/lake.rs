@@ -45,23 +45,9 @@ fn flat(path: &Path, keep: &[&str], keep_row: impl Fn(i64) -> bool) {
 }
 
 fn fit(input: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "fit",
-        input,
-        "--k",
-        "3",
-        "--features",
-        "spend,visits",
-        "--id",
-        "id",
-        "--id",
-        "country",
-        "--device",
-        "cpu",
-        "--json",
-        "--output",
-        s(out),
-    ];
+    let mut args = vec!["fit", input];
+    args.extend(PARTITIONED_FIT);
+    args.extend(["--json", "--output", s(out)]);
     args.extend_from_slice(extra);
     let o = lakemeans(&args);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -139,18 +139,6 @@ impl Drop for Moto {
     }
 }
 
-const FIT: [&str; 9] = [
-    "--k",
-    "3",
-    "--features",
-    "spend,visits",
-    "--id",
-    "id",
-    "--id",
-    "country",
-    "--json",
-];
-
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", stderr(&o));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -163,23 +151,30 @@ fn saved(dir: &Path, name: &str, bytes: Vec<u8>) -> PathBuf {
     path
 }
 
-#[test]
-fn a_partitioned_table_in_a_bucket_fits_as_its_local_copy_does() {
+/// A server whose bucket `lake` holds [`partitioned`]'s table under `table/`, and the local
+/// copy of the table in `dir/table`.
+fn with_table() -> (Moto, tempfile::TempDir, PathBuf) {
     let moto = Moto::start();
     let dir = tmpdir();
     let root = p(dir.path(), "table");
     partitioned(&root);
     moto.s3(&["put-dir", s(&root), "lake", "table"]);
+    (moto, dir, root)
+}
+
+#[test]
+fn a_partitioned_table_in_a_bucket_fits_as_its_local_copy_does() {
+    let (moto, dir, root) = with_table();
 
     let local_out = p(dir.path(), "a.parquet");
     let local_model = p(dir.path(), "model.json");
-    let mut args = vec!["fit", s(&root), "--device", "cpu"];
-    args.extend(FIT);
+    let mut args = vec!["fit", s(&root), "--json"];
+    args.extend(PARTITIONED_FIT);
     args.extend(["--output", s(&local_out), "--model", s(&local_model)]);
     let local = json(&lakemeans(&args));
 
-    let mut args = vec!["fit", "s3://lake/table/", "--device", "cpu"];
-    args.extend(FIT);
+    let mut args = vec!["fit", "s3://lake/table/", "--json"];
+    args.extend(PARTITIONED_FIT);
     args.extend([
         "--output",
         "s3://lake/out/a.parquet",
@@ -223,8 +218,8 @@ fn a_partitioned_table_in_a_bucket_fits_as_its_local_copy_does() {
     assert_eq!(read_column_f64(&centroids, "spend").len(), 3);
 
     // Partition pruning lists the prefix but opens only the matching directories.
-    let mut args = vec!["fit", "s3://lake/table", "--device", "cpu"];
-    args.extend(FIT);
+    let mut args = vec!["fit", "s3://lake/table", "--json"];
+    args.extend(PARTITIONED_FIT);
     args.extend(["--filter", "country in (NL,BE)"]);
     let pruned = json(&moto.lakemeans(&args, &[]));
     assert_eq!(pruned["files_read"], 4);
@@ -336,11 +331,7 @@ fn an_upload_that_fails_part_way_leaves_no_object_behind() {
 
 #[test]
 fn object_urls_are_refused_clearly() {
-    let moto = Moto::start();
-    let dir = tmpdir();
-    let root = p(dir.path(), "table");
-    partitioned(&root);
-    moto.s3(&["put-dir", s(&root), "lake", "table"]);
+    let (moto, _dir, _root) = with_table();
     let keys_before = moto.s3(&["keys", "lake", ""]);
     let refused = |args: &[&str], expect: &str| {
         let mut all = vec!["fit"];

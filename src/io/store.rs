@@ -470,21 +470,25 @@ impl Write for Upload {
             .as_mut()
             .ok_or_else(|| std::io::Error::other("upload already finished"))?;
         let rt = runtime().map_err(std::io::Error::other)?;
-        // Parts are spawned as tasks on the runtime; wait while too many are on the wire.
-        let _in = rt.enter();
+        // A full part is spawned as a task, which needs the runtime's context.
+        let put = |parts: &mut WriteMultipart, bytes: &[u8]| {
+            let _in = rt.enter();
+            parts.write(bytes);
+        };
+        // Back pressure: wait while too many parts are on the wire.
         rt.block_on(parts.wait_for_capacity(PARTS_IN_FLIGHT))
             .map_err(std::io::Error::other)?;
         if let Some(limit) = self.fail_after
             && self.written + buf.len() as u64 > limit
         {
-            parts.write(&buf[..(limit - self.written) as usize]);
+            put(parts, &buf[..(limit - self.written) as usize]);
             rt.block_on(parts.wait_for_capacity(0))
                 .map_err(std::io::Error::other)?;
             return Err(std::io::Error::other(format!(
                 "upload stopped after {limit} bytes by {FAIL_UPLOAD_VAR}"
             )));
         }
-        parts.write(buf);
+        put(parts, buf);
         self.written += buf.len() as u64;
         Ok(buf.len())
     }
@@ -509,7 +513,8 @@ impl Drop for Upload {
 /// bucket that exists and takes these credentials, not a prefix with objects below it.
 pub fn check_output(path: &Path, object: &Object) -> Result<()> {
     let url = path.display();
-    let Some(name) = object.key.filename() else {
+    let named = !path.to_str().is_some_and(|t| t.ends_with('/'));
+    let Some(name) = object.key.filename().filter(|_| named) else {
         return Err(Error::Usage(format!(
             "{url}: expected an object URL that ends in a name, such as s3://bucket/out.parquet"
         )));

@@ -129,6 +129,20 @@ pub fn one_and_split(
     (s(&one).to_string(), s(&split).to_string())
 }
 
+/// The flags of a fit of [`partitioned`]'s table, on the CPU.
+pub const PARTITIONED_FIT: [&str; 10] = [
+    "--k",
+    "3",
+    "--features",
+    "spend,visits",
+    "--id",
+    "id",
+    "--id",
+    "country",
+    "--device",
+    "cpu",
+];
+
 pub const COUNTRIES: [&str; 3] = ["BE", "DE", "NL"];
 pub const ROWS: usize = 120;
 
