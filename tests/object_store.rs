@@ -140,7 +140,7 @@ impl Drop for Moto {
 }
 
 fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr(o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
