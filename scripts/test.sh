@@ -29,6 +29,18 @@ fi
 command -v chromium >/dev/null 2>&1 || install "headless browser for the HTML report test" chromium
 command -v java >/dev/null 2>&1 || install "Java for the Spark tests" openjdk-17-jre-headless
 
+# A virtual environment under target/ for the Python tests, and for the local S3 server
+# (moto) that the object-store tests in tests/object_store.rs run against.
+venv=target/python-venv
+if [[ ! -x $venv/bin/python ]]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    rm -rf "$venv"
+    install "Python virtual environments" python3-venv
+    python3 -m venv "$venv"
+  }
+fi
+"$venv/bin/python" -m pip install -q pytest scikit-learn pyarrow polars pandas pyspark 'moto[server]>=5,<6'
+
 # Everything builds with the `ci` profile (Cargo.toml): release optimisation without link-time
 # optimisation, so the test binaries, the command line and the Python module share one build
 # and link in seconds.
@@ -39,15 +51,6 @@ cargo test --profile ci --locked
 
 # The Python package, built once from this checkout (pip runs maturin on python/), then its
 # tests: scikit-learn equivalence, the model file shared with the command line, and Spark.
-venv=target/python-venv
-if [[ ! -x $venv/bin/python ]]; then
-  python3 -m venv "$venv" 2>/dev/null || {
-    rm -rf "$venv"
-    install "Python virtual environments" python3-venv
-    python3 -m venv "$venv"
-  }
-fi
-"$venv/bin/python" -m pip install -q pytest scikit-learn pyarrow polars pandas pyspark
 MATURIN_PEP517_ARGS="--profile ci" "$venv/bin/python" -m pip install -q --force-reinstall --no-deps ./python
 LAKEMEANS_BIN=$PWD/$bin "$venv/bin/python" -m pytest -q python/tests
 

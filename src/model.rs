@@ -91,9 +91,10 @@ impl Model {
     }
 
     pub fn load(path: &Path) -> Result<Model> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::input(path, format!("cannot read model ({e})")))?;
-        Self::parse(&text).map_err(|why| Error::input(path, why))
+        let bytes = crate::io::store::read(path)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::input(path, "cannot read model (not UTF-8 text)"))?;
+        Self::parse(text).map_err(|why| Error::input(path, why))
     }
 
     /// A model from its JSON text, checked as [`Model::load`] checks a file.

@@ -6,57 +6,8 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use common::*;
-
-const COUNTRIES: [&str; 3] = ["BE", "DE", "NL"];
-const ROWS: usize = 120;
-
-/// The rows of one partition: ids, spend and visits, deterministic per partition.
-fn rows(country: usize, month: usize) -> (Vec<i64>, Vec<f64>, Vec<i64>) {
-    let v = blobs(ROWS, 2, 3, (country * 10 + month) as u64);
-    let base = ((country * 10 + month) * ROWS) as i64;
-    let ids = (0..ROWS as i64).map(|i| base + i).collect();
-    let spend = v.iter().step_by(2).map(|&x| x as f64 * 10.0).collect();
-    let visits = v
-        .iter()
-        .skip(1)
-        .step_by(2)
-        .map(|&x| (x * 3.0).round() as i64)
-        .collect();
-    (ids, spend, visits)
-}
-
-/// `root/country=C/month=M/part-0.parquet` for every country and months 1 and 2. The schema
-/// evolves: month 1 files store visits as int32 and age as int64; month 2 files store visits
-/// as int64, age as float64, and add a `tier` column.
-fn partitioned(root: &Path) {
-    for (ci, c) in COUNTRIES.iter().enumerate() {
-        for month in 1..=2 {
-            let dir = root.join(format!("country={c}/month={month}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let (ids, spend, visits) = rows(ci, month);
-            let mut cols: Vec<(&str, ArrayRef)> = vec![
-                ("id", Arc::new(Int64Array::from(ids))),
-                ("spend", Arc::new(Float64Array::from(spend))),
-            ];
-            if month == 1 {
-                cols.push((
-                    "visits",
-                    Arc::new(Int32Array::from_iter_values(
-                        visits.iter().map(|&v| v as i32),
-                    )),
-                ));
-                cols.push(("age", Arc::new(Int64Array::from(vec![40; ROWS]))));
-            } else {
-                cols.push(("visits", Arc::new(Int64Array::from(visits))));
-                cols.push(("age", Arc::new(Float64Array::from(vec![40.5; ROWS]))));
-                cols.push(("tier", Arc::new(StringArray::from(vec!["gold"; ROWS]))));
-            }
-            write_parquet(&dir.join("part-0.parquet"), cols);
-        }
-    }
-}
 
 /// The same rows as one flat file, for the countries `keep`, in the partitioned table's
 /// (sorted path) order, with `country` and `month` as ordinary columns.
@@ -94,23 +45,9 @@ fn flat(path: &Path, keep: &[&str], keep_row: impl Fn(i64) -> bool) {
 }
 
 fn fit(input: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "fit",
-        input,
-        "--k",
-        "3",
-        "--features",
-        "spend,visits",
-        "--id",
-        "id",
-        "--id",
-        "country",
-        "--device",
-        "cpu",
-        "--json",
-        "--output",
-        s(out),
-    ];
+    let mut args = vec!["fit", input];
+    args.extend(PARTITIONED_FIT);
+    args.extend(["--json", "--output", s(out)]);
     args.extend_from_slice(extra);
     let o = lakemeans(&args);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -1,7 +1,6 @@
 //! Reads assignments files (`fit`, `refit` or `predict --output`): the `cluster` column and the
 //! identifier or key columns carried beside it, as text.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
@@ -104,8 +103,7 @@ pub fn read_assignments(
         })
         .collect();
     for f in &files {
-        let file = File::open(f).map_err(|e| Error::input(f, e))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(file)
+        let b = ParquetRecordBatchReaderBuilder::try_new(crate::io::store::Blob::open(f)?)
             .map_err(|e| Error::input(f, format!("not a readable Parquet file ({e})")))?;
         let schema = b.schema().clone();
         let cluster = schema.index_of("cluster").map_err(|_| {

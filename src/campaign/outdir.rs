@@ -14,6 +14,13 @@ use crate::error::{Error, Result};
 /// Fails early unless `dir` can become an output directory: its parent exists and it is
 /// absent or an empty directory (renaming onto a non-empty one would lose or mix files).
 pub fn check_dir_target(dir: &Path) -> Result<()> {
+    // A directory of files renamed into place as one has no counterpart in an object store.
+    if crate::io::store::Location::is_object(dir) {
+        return Err(Error::Usage(format!(
+            "{}: an output directory must be local; write it here and copy it to the bucket",
+            dir.display()
+        )));
+    }
     let parent = parent_of(dir);
     if !parent.is_dir() {
         return Err(Error::Usage(format!(

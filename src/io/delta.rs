@@ -21,15 +21,15 @@ use arrow_array::{Array, MapArray, RecordBatch, StructArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::partition::{InputFile, unescape};
-use super::reader::describe_io;
+use super::store::{self, Blob, Location};
 use crate::error::{Error, Result};
 
 /// Reader features whose only effect is on writers or on metadata this reader ignores.
 const HARMLESS_FEATURES: &[&str] = &["timestampNtz", "vacuumProtocolCheck", "typeWidening"];
 
-/// Whether `dir` is a Delta table.
-pub fn is_delta(dir: &Path) -> bool {
-    dir.join("_delta_log").is_dir()
+/// Whether `dir` (a local directory or an object prefix) is a Delta table.
+pub fn is_delta(dir: &Path) -> Result<bool> {
+    store::is_dir(&dir.join("_delta_log"))
 }
 
 /// The live files of table `dir` at `version` (the latest without one), sorted by path.
@@ -69,8 +69,9 @@ pub fn snapshot(dir: &Path, version: Option<u64>) -> Result<Vec<InputFile>> {
                 ),
             )
         })?;
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::input(path, describe_io(&e)))?;
+        let bytes = store::read(path)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::input(path, "a commit that is not UTF-8 text"))?;
         for (i, line) in text
             .lines()
             .enumerate()
@@ -104,10 +105,10 @@ type Listing = (BTreeMap<u64, PathBuf>, BTreeMap<u64, Vec<PathBuf>>);
 fn list_log(log: &Path) -> Result<Listing> {
     let mut commits = BTreeMap::new();
     let mut parts: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
-    let entries = std::fs::read_dir(log).map_err(|e| Error::input(log, describe_io(&e)))?;
-    for e in entries {
-        let e = e.map_err(|e| Error::input(log, describe_io(&e)))?;
-        let name = e.file_name().to_string_lossy().into_owned();
+    for path in store::list_dir(log)? {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
         let Some((num, rest)) = name.split_once('.') else {
             continue;
         };
@@ -115,9 +116,9 @@ fn list_log(log: &Path) -> Result<Listing> {
             continue;
         };
         if rest == "json" {
-            commits.insert(v, e.path());
+            commits.insert(v, path);
         } else if rest.starts_with("checkpoint") && rest.ends_with(".parquet") {
-            parts.entry(v).or_default().push(e.path());
+            parts.entry(v).or_default().push(path);
         }
     }
     // A multi-part checkpoint counts only when all its parts are there.
@@ -243,8 +244,7 @@ impl State {
 
     /// Takes the live files, protocol and metadata of one checkpoint part.
     fn checkpoint(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).map_err(|e| Error::input(path, describe_io(&e)))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Blob::open(path)?)
             .and_then(|b| b.build())
             .map_err(|e| Error::input(path, format!("not a readable checkpoint ({e})")))?;
         for b in reader {
@@ -354,16 +354,21 @@ fn json_str(v: &serde_json::Value, key: &str, from: &Path) -> Result<String> {
         .ok_or_else(|| Error::input(from, format!("an action has no '{key}'")))
 }
 
-/// A data file's path: the log stores it relative to the table and percent-encoded.
+/// A data file's path: the log stores it relative to the table and percent-encoded, or as
+/// an absolute URL.
 fn data_path(dir: &Path, rel: &str) -> Result<PathBuf> {
     if let Some(abs) = rel.strip_prefix("file://") {
         return Ok(PathBuf::from(unescape(abs)));
     }
     if rel.contains("://") {
-        return Err(Error::input(
-            dir,
-            format!("data file {rel} is not on the local file system"),
-        ));
+        let url = PathBuf::from(unescape(rel));
+        return match Location::of(&url) {
+            Ok(Location::Object(_)) => Ok(url),
+            _ => Err(Error::input(
+                dir,
+                format!("data file {rel} is on a file system lakemeans cannot read"),
+            )),
+        };
     }
     Ok(dir.join(unescape(rel)))
 }

@@ -8,6 +8,7 @@ pub mod reader;
 pub mod results;
 pub mod source;
 pub mod spill;
+pub mod store;
 pub mod writer;
 
 pub use partition::Filter;

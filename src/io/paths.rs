@@ -5,9 +5,11 @@
 //! lies inside an input directory (the next run would read it as data), or is written twice.
 //! Paths are compared canonicalised, so `./a.parquet`, `a.parquet` and a symlink to it are
 //! the same file; a file that does not exist yet is its canonical parent plus its name.
+//! Object URLs are compared as URLs: an output under an input's prefix lies inside it.
 
 use std::path::{Path, PathBuf};
 
+use super::store::{self, Location};
 use super::writer::check_target;
 use crate::error::{Error, Result};
 
@@ -76,7 +78,7 @@ impl Paths {
                 )));
             }
             for (in_flag, input) in &self.inputs {
-                let Ok(inp) = std::fs::canonicalize(input) else {
+                let Ok(inp) = store::canonical_input(input) else {
                     // A missing input is reported by the reader, with its own message.
                     continue;
                 };
@@ -91,7 +93,7 @@ impl Paths {
                         path.display()
                     )));
                 }
-                if inp.is_dir() && at.starts_with(&inp) {
+                if (Location::is_object(&inp) || inp.is_dir()) && at.starts_with(&inp) {
                     return Err(Error::Usage(format!(
                         "{flag} {} lies inside input directory {}; the next run would read it \
                          as data. Write it elsewhere",
@@ -116,6 +118,11 @@ impl Paths {
 /// The canonical form of `path`, which may not exist yet: its parent canonicalised, then
 /// its name.
 pub fn canonical(path: &Path) -> Result<PathBuf> {
+    let local = match Location::of(path)? {
+        Location::Object(_) => return store::canonical_input(path),
+        Location::Local(p) => p,
+    };
+    let path = local.as_path();
     if let Ok(c) = std::fs::canonicalize(path) {
         return Ok(c);
     }

@@ -2,7 +2,6 @@
 //! what makes a value unusable, and the small whole-file reads (`--init` centroids).
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
@@ -13,6 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::delta;
 use super::partition::{Filter, InputFile, partition_values};
 use super::source::{Keep, Source};
+use super::store::{self, Blob, Kind};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::prep::Scaler;
@@ -71,40 +71,48 @@ pub fn resolve_table(inputs: &[PathBuf], version: Option<u64>) -> Result<Vec<Inp
     if inputs.is_empty() {
         return Err(Error::Usage("no input given".into()));
     }
-    if version.is_some() && !inputs.iter().any(|p| delta::is_delta(p)) {
+    if version.is_some()
+        && !inputs
+            .iter()
+            .try_fold(false, |any, p| Ok::<_, Error>(any || delta::is_delta(p)?))?
+    {
         return Err(Error::Usage(
             "--table-version needs a Delta table (a directory with _delta_log/) as input".into(),
         ));
     }
     let mut files = Vec::new();
     for p in inputs {
-        let meta = std::fs::metadata(p).map_err(|e| Error::input(p, describe_io(&e)))?;
-        if meta.is_dir() && delta::is_delta(p) {
-            let live = delta::snapshot(p, version)?;
-            if live.is_empty() {
-                return Err(Error::input(
-                    p,
-                    "the Delta table has no data files at this version",
-                ));
+        let p = &store::plain(p)?;
+        match store::kind(p)? {
+            Kind::Dir if delta::is_delta(p)? => {
+                let live = delta::snapshot(p, version)?;
+                if live.is_empty() {
+                    return Err(Error::input(
+                        p,
+                        "the Delta table has no data files at this version",
+                    ));
+                }
+                files.extend(live);
             }
-            files.extend(live);
-        } else if meta.is_dir() {
-            refuse_iceberg(p)?;
-            let mut found = Vec::new();
-            walk(p, &mut found)?;
-            if found.is_empty() {
-                return Err(Error::input(p, "directory holds no *.parquet files"));
+            Kind::Dir => {
+                refuse_iceberg(p)?;
+                let mut found: Vec<PathBuf> = store::walk(p)?
+                    .into_iter()
+                    .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+                    .collect();
+                if found.is_empty() {
+                    return Err(Error::input(p, "directory holds no *.parquet files"));
+                }
+                found.sort();
+                files.extend(found.into_iter().map(|f| InputFile {
+                    partitions: partition_values(p, &f),
+                    path: f,
+                }));
             }
-            found.sort();
-            files.extend(found.into_iter().map(|f| InputFile {
-                partitions: partition_values(p, &f),
-                path: f,
-            }));
-        } else {
-            files.push(InputFile {
+            Kind::File => files.push(InputFile {
                 path: p.clone(),
                 partitions: Vec::new(),
-            });
+            }),
         }
     }
     refuse_repeats(&files)?;
@@ -114,7 +122,7 @@ pub fn resolve_table(inputs: &[PathBuf], version: Option<u64>) -> Result<Vec<Inp
 /// An Iceberg table's data files include deleted and replaced rows: reading them as a plain
 /// directory of Parquet would be wrong.
 fn refuse_iceberg(dir: &Path) -> Result<()> {
-    if dir.join("metadata").is_dir() && dir.join("data").is_dir() {
+    if store::is_dir(&dir.join("metadata"))? && store::is_dir(&dir.join("data"))? {
         return Err(Error::input(
             dir,
             "looks like an Apache Iceberg table (metadata/ and data/); Iceberg tables are not \
@@ -129,9 +137,7 @@ fn refuse_iceberg(dir: &Path) -> Result<()> {
 fn refuse_repeats(files: &[InputFile]) -> Result<()> {
     let mut seen: std::collections::HashMap<PathBuf, &PathBuf> = Default::default();
     for f in files {
-        let canon =
-            std::fs::canonicalize(&f.path).map_err(|e| Error::input(&f.path, describe_io(&e)))?;
-        if let Some(first) = seen.insert(canon, &f.path) {
+        if let Some(first) = seen.insert(store::canonical_input(&f.path)?, &f.path) {
             return Err(Error::Usage(format!(
                 "{} and {} are the same file; each input file must be reached once (check for \
                  a repeated path, a directory given with one of its subdirectories, or a \
@@ -139,26 +145,6 @@ fn refuse_repeats(files: &[InputFile]) -> Result<()> {
                 first.display(),
                 f.path.display()
             )));
-        }
-    }
-    Ok(())
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::input(dir, describe_io(&e)))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::input(dir, describe_io(&e)))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        // Spark and Hive write markers such as _SUCCESS and hidden .crc files beside the data.
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
-        }
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if name.ends_with(".parquet") {
-            out.push(path);
         }
     }
     Ok(())
@@ -172,9 +158,8 @@ pub(crate) fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
-fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| Error::input(path, describe_io(&e)))?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
+fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<Blob>> {
+    ParquetRecordBatchReaderBuilder::try_new(Blob::open(path)?)
         .map_err(|e| Error::input(path, format!("not a readable Parquet file ({e})")))
 }
 

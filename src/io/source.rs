@@ -11,7 +11,6 @@
 //! [`Source::data_pass`], [`Source::ids_pass`]) each decode the table once.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,12 +23,12 @@ use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::file::reader::Length;
 use rayon::prelude::*;
 
 use super::partition::{Filter, Partitions, row_mask};
-use super::reader::{
-    Invalid, ReadOptions, choose_features, describe_io, missing, project, resolve_table,
-};
+use super::reader::{Invalid, ReadOptions, choose_features, missing, project, resolve_table};
+use super::store::Blob;
 use crate::data::{Batch, Slabber};
 use crate::error::{Error, Result};
 use crate::prep::{ScaleStats, Scaler};
@@ -51,6 +50,8 @@ struct Unit {
 pub struct Source {
     pub files: Vec<PathBuf>,
     metas: Vec<ArrowReaderMetadata>,
+    /// Each file's size in bytes.
+    sizes: Vec<u64>,
     /// The Hive partition columns and each file's values.
     parts: Partitions,
     /// The type every file's copy of a used column is cast to, where the files differ.
@@ -153,8 +154,12 @@ impl Source {
             )));
         }
         let files: Vec<PathBuf> = listed.into_iter().map(|f| f.path).collect();
-        let metas: Vec<ArrowReaderMetadata> =
-            files.par_iter().map(|p| footer(p)).collect::<Result<_>>()?;
+        let (metas, sizes): (Vec<ArrowReaderMetadata>, Vec<u64>) = files
+            .par_iter()
+            .map(|p| footer(p))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let table = TableSchema::of(&files, &metas, &parts);
         let schema = &table.schema;
         let features = choose_features(schema, opts, &files[0], &table.not_default)?;
@@ -215,6 +220,7 @@ impl Source {
         Ok(Source {
             files,
             metas,
+            sizes,
             parts,
             targets,
             row_filters,
@@ -520,10 +526,9 @@ impl Source {
             cols.extend(&opts.carry);
         }
         cols.extend(self.row_filters.iter().map(|f| &f.column));
-        let file = File::open(path).map_err(|e| Error::input(path, describe_io(&e)))?;
-        let rb =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metas[u.file].clone());
-        let roots: Vec<usize> = rb
+        let meta = &self.metas[u.file];
+        let mut file = Blob::sized(path, self.sizes[u.file])?;
+        let roots: Vec<usize> = meta
             .schema()
             .fields()
             .iter()
@@ -531,8 +536,21 @@ impl Source {
             .filter(|(_, f)| cols.contains(&f.name()) && !self.parts.contains(f.name()))
             .map(|(i, _)| i)
             .collect();
-        let mask = ProjectionMask::roots(rb.parquet_schema(), roots);
-        let reader = rb
+        let mask = ProjectionMask::roots(meta.parquet_schema(), roots);
+        // Only the projected columns of this row group travel from an object store.
+        let chunks = meta.metadata().row_group(u.row_group).columns();
+        file.prefetch(
+            chunks
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| mask.leaf_included(i))
+                .map(|(_, c)| {
+                    let (start, len) = c.byte_range();
+                    start..start + len
+                })
+                .collect(),
+        )?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
             .with_projection(mask)
             .with_row_groups(vec![u.row_group])
             .with_batch_size(DECODE_ROWS)
@@ -776,10 +794,12 @@ impl Checked {
     }
 }
 
-fn footer(path: &Path) -> Result<ArrowReaderMetadata> {
-    let file = File::open(path).map_err(|e| Error::input(path, describe_io(&e)))?;
-    ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
-        .map_err(|e| Error::input(path, format!("not a readable Parquet file ({e})")))
+/// A file's footer, and its size.
+fn footer(path: &Path) -> Result<(ArrowReaderMetadata, u64)> {
+    let file = Blob::open(path)?;
+    let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
+        .map_err(|e| Error::input(path, format!("not a readable Parquet file ({e})")))?;
+    Ok((meta, file.len()))
 }
 
 /// The filters in a message.

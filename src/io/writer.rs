@@ -1,5 +1,7 @@
 //! Writes results so that a failure leaves nothing behind: every output goes to a temporary
-//! file beside its target, and all of them are renamed into place only once all are written.
+//! file beside its target, or for an object URL into a multipart upload, and all of them are
+//! renamed into place or completed only once all are written. A failed run removes its
+//! temporary files and aborts its uploads.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use parquet::file::properties::WriterProperties;
 use tempfile::NamedTempFile;
 
 use super::cleanup::Tracked;
+use super::store::{self, Location, Upload};
 use crate::error::{Error, Result};
 
 /// Rows per Parquet row group: big enough for fast scans, small enough for Spark tasks.
@@ -20,6 +23,11 @@ pub const ROW_GROUP_ROWS: usize = 1 << 20;
 
 /// Fails early, before any work, if `path` cannot be an output file.
 pub fn check_target(path: &Path) -> Result<()> {
+    let path = match Location::of(path)? {
+        Location::Object(o) => return store::check_output(path, &o),
+        Location::Local(p) => p,
+    };
+    let path = path.as_path();
     if path.is_dir() {
         return Err(Error::Usage(format!(
             "{}: is a directory, expected a file path",
@@ -77,12 +85,44 @@ pub fn writer_properties(no_dictionary: &[&str]) -> WriterProperties {
 /// Outputs written so far, not yet visible under their final names.
 #[derive(Default)]
 pub struct Outputs {
-    pending: Vec<(Tracked, PathBuf)>,
+    pending: Vec<Target>,
 }
 
-impl Outputs {
-    fn temp_for(path: &Path) -> Result<(Tracked, std::fs::File)> {
-        let name = path
+/// Where one output's bytes go until [`Outputs::commit`] makes them visible.
+enum Target {
+    /// A temporary file beside the output, renamed into place.
+    Local {
+        tmp: Tracked,
+        file: std::fs::File,
+        path: PathBuf,
+    },
+    /// A multipart upload, completed at commit and aborted when dropped before.
+    Object(Upload),
+}
+
+impl Write for Target {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Target::Local { file, .. } => file.write(buf),
+            Target::Object(u) => u.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::Local { file, .. } => file.flush(),
+            Target::Object(u) => u.flush(),
+        }
+    }
+}
+
+impl Target {
+    fn new(path: &Path) -> Result<Target> {
+        let local = match Location::of(path)? {
+            Location::Object(o) => return Ok(Target::Object(Upload::start(path, &o)?)),
+            Location::Local(p) => p,
+        };
+        let name = local
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -95,7 +135,7 @@ impl Outputs {
             use std::os::unix::fs::PermissionsExt;
             b.permissions(std::fs::Permissions::from_mode(0o644));
         }
-        let parent = parent_dir(path);
+        let parent = parent_dir(&local);
         let tmp: NamedTempFile = b.tempfile_in(&parent).map_err(|e| {
             use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
             if matches!(e.kind(), PermissionDenied | ReadOnlyFilesystem) {
@@ -105,9 +145,25 @@ impl Outputs {
             }
         })?;
         let file = tmp.reopen().map_err(|e| Error::output(path, e))?;
-        Ok((Tracked::new(tmp), file))
+        Ok(Target::Local {
+            tmp: Tracked::new(tmp),
+            file,
+            path: local,
+        })
     }
 
+    /// Makes the output visible under its name.
+    fn commit(self) -> Result<()> {
+        match self {
+            Target::Local { tmp, path, .. } => {
+                tmp.persist(&path).map_err(|e| Error::output(&path, e))
+            }
+            Target::Object(u) => u.finish(),
+        }
+    }
+}
+
+impl Outputs {
     /// Writes `batches` as one Parquet file destined for `path`.
     pub fn parquet(
         &mut self,
@@ -133,33 +189,34 @@ impl Outputs {
         no_dictionary: &[&str],
         produce: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()>,
     ) -> Result<()> {
-        let (tmp, file) = Self::temp_for(path)?;
         let mut w = ArrowWriter::try_new(
-            file,
+            Target::new(path)?,
             Arc::clone(&schema),
             Some(writer_properties(no_dictionary)),
         )
         .map_err(|e| Error::output(path, e))?;
         produce(&mut |b| w.write(&b).map_err(|e| Error::output(path, e)))?;
-        w.close().map_err(|e| Error::output(path, e))?;
-        self.pending.push((tmp, path.to_path_buf()));
+        let target = w.into_inner().map_err(|e| Error::output(path, e))?;
+        self.pending.push(target);
         Ok(())
     }
 
     /// Writes `bytes` as a file destined for `path`.
     pub fn bytes(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let (tmp, mut file) = Self::temp_for(path)?;
-        file.write_all(bytes)
-            .and_then(|_| file.flush())
+        let mut target = Target::new(path)?;
+        target
+            .write_all(bytes)
+            .and_then(|_| target.flush())
             .map_err(|e| Error::output(path, e))?;
-        self.pending.push((tmp, path.to_path_buf()));
+        self.pending.push(target);
         Ok(())
     }
 
-    /// Renames every output into place. Temporary files of a failed run are removed on drop.
+    /// Makes every output visible. Temporary files of a failed run are removed, and its
+    /// uploads aborted, on drop.
     pub fn commit(self) -> Result<()> {
-        for (tmp, path) in self.pending {
-            tmp.persist(&path).map_err(|e| Error::output(&path, e))?;
+        for t in self.pending {
+            t.commit()?;
         }
         Ok(())
     }

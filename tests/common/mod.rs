@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{Field, Schema};
 use parquet::arrow::ArrowWriter;
 
@@ -127,4 +127,67 @@ pub fn one_and_split(
         write(&split.join(format!("part-{i:04}.parquet")), lo, hi);
     }
     (s(&one).to_string(), s(&split).to_string())
+}
+
+/// The flags of a fit of [`partitioned`]'s table, on the CPU.
+pub const PARTITIONED_FIT: [&str; 10] = [
+    "--k",
+    "3",
+    "--features",
+    "spend,visits",
+    "--id",
+    "id",
+    "--id",
+    "country",
+    "--device",
+    "cpu",
+];
+
+pub const COUNTRIES: [&str; 3] = ["BE", "DE", "NL"];
+pub const ROWS: usize = 120;
+
+/// The rows of one partition of [`partitioned`]: ids, spend and visits, deterministic per partition.
+pub fn rows(country: usize, month: usize) -> (Vec<i64>, Vec<f64>, Vec<i64>) {
+    let v = blobs(ROWS, 2, 3, (country * 10 + month) as u64);
+    let base = ((country * 10 + month) * ROWS) as i64;
+    let ids = (0..ROWS as i64).map(|i| base + i).collect();
+    let spend = v.iter().step_by(2).map(|&x| x as f64 * 10.0).collect();
+    let visits = v
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|&x| (x * 3.0).round() as i64)
+        .collect();
+    (ids, spend, visits)
+}
+
+/// `root/country=C/month=M/part-0.parquet` for every country and months 1 and 2. The schema
+/// evolves: month 1 files store visits as int32 and age as int64; month 2 files store visits
+/// as int64, age as float64, and add a `tier` column.
+pub fn partitioned(root: &Path) {
+    for (ci, c) in COUNTRIES.iter().enumerate() {
+        for month in 1..=2 {
+            let dir = root.join(format!("country={c}/month={month}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (ids, spend, visits) = rows(ci, month);
+            let mut cols: Vec<(&str, ArrayRef)> = vec![
+                ("id", Arc::new(Int64Array::from(ids))),
+                ("spend", Arc::new(Float64Array::from(spend))),
+            ];
+            if month == 1 {
+                cols.push((
+                    "visits",
+                    Arc::new(Int32Array::from_iter_values(
+                        visits.iter().map(|&v| v as i32),
+                    )),
+                ));
+                cols.push(("age", Arc::new(Int64Array::from(vec![40; ROWS]))));
+            } else {
+                cols.push(("visits", Arc::new(Int64Array::from(visits))));
+                cols.push(("age", Arc::new(Float64Array::from(vec![40.5; ROWS]))));
+                cols.push(("tier", Arc::new(StringArray::from(vec!["gold"; ROWS]))));
+            }
+            write_parquet(&dir.join("part-0.parquet"), cols);
+        }
+    }
 }
