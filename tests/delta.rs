@@ -36,23 +36,9 @@ fn expected(version: &str) -> (Vec<f64>, Vec<Option<String>>) {
 fn read(table: &Path, extra: &[&str]) -> (Vec<f64>, Vec<Option<String>>, serde_json::Value) {
     let dir = tmpdir();
     let out = p(dir.path(), "a.parquet");
-    let mut args = vec![
-        "fit",
-        s(table),
-        "--k",
-        "2",
-        "--features",
-        "spend,visits",
-        "--id",
-        "id",
-        "--id",
-        "country",
-        "--device",
-        "cpu",
-        "--json",
-        "--output",
-        s(&out),
-    ];
+    let mut args = vec!["fit", s(table), "--k", "2"];
+    args.extend(PARTITIONED_FIT);
+    args.extend(["--json", "--output", s(&out)]);
     args.extend_from_slice(extra);
     let o = lakemeans(&args);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -47,6 +47,7 @@ fn flat(path: &Path, keep: &[&str], keep_row: impl Fn(i64) -> bool) {
 fn fit(input: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["fit", input];
     args.extend(PARTITIONED_FIT);
+    args.extend(["--k", "3"]);
     args.extend(["--json", "--output", s(out)]);
     args.extend_from_slice(extra);
     let o = lakemeans(&args);

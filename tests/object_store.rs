@@ -170,11 +170,13 @@ fn a_partitioned_table_in_a_bucket_fits_as_its_local_copy_does() {
     let local_model = p(dir.path(), "model.json");
     let mut args = vec!["fit", s(&root), "--json"];
     args.extend(PARTITIONED_FIT);
+    args.extend(["--k", "3"]);
     args.extend(["--output", s(&local_out), "--model", s(&local_model)]);
     let local = json(&lakemeans(&args));
 
     let mut args = vec!["fit", "s3://lake/table/", "--json"];
     args.extend(PARTITIONED_FIT);
+    args.extend(["--k", "3"]);
     args.extend([
         "--output",
         "s3://lake/out/a.parquet",
@@ -220,6 +222,7 @@ fn a_partitioned_table_in_a_bucket_fits_as_its_local_copy_does() {
     // Partition pruning lists the prefix but opens only the matching directories.
     let mut args = vec!["fit", "s3://lake/table", "--json"];
     args.extend(PARTITIONED_FIT);
+    args.extend(["--k", "3"]);
     args.extend(["--filter", "country in (NL,BE)"]);
     let pruned = json(&moto.lakemeans(&args, &[]));
     assert_eq!(pruned["files_read"], 4);

@@ -129,10 +129,9 @@ pub fn one_and_split(
     (s(&one).to_string(), s(&split).to_string())
 }
 
-/// The flags of a fit of [`partitioned`]'s table, on the CPU.
-pub const PARTITIONED_FIT: [&str; 10] = [
-    "--k",
-    "3",
+/// The columns and device of a fit of [`partitioned`]'s table (and of the Delta fixtures,
+/// which hold the same columns); callers add `--k`.
+pub const PARTITIONED_FIT: [&str; 8] = [
     "--features",
     "spend,visits",
     "--id",
