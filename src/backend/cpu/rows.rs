@@ -180,7 +180,7 @@ unsafe fn run<const G: usize>(pass: &Pass, cols: &Cols, b: &mut BlockRows, part:
 
 /// Eight rows of eight values into eight vectors of one column each.
 #[inline(always)]
-unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+pub(super) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     unsafe {
         let t0 = _mm256_unpacklo_ps(r[0], r[1]);
         let t1 = _mm256_unpackhi_ps(r[0], r[1]);
