@@ -236,8 +236,7 @@ mod x86 {
         // whose lengths were checked above and by the caller.
         unsafe {
             let tail = crate::backend::cpu::x86::tail_mask(dim % 8);
-            let (two, zero) = (_mm256_set1_ps(2.0), _mm256_setzero_ps());
-            let mut xt = [zero; MAX_DIM];
+            let mut xt = [_mm256_setzero_ps(); MAX_DIM];
             for i in (0..whole).step_by(8) {
                 for q in 0..dim.div_ceil(8) {
                     let r8: [__m256; 8] = std::array::from_fn(|r| {
@@ -253,34 +252,29 @@ mod x86 {
                 let xn = _mm256_loadu_ps(b.norms.as_ptr().add(i));
                 let cl = _mm256_loadu_ps(b.closest.as_ptr().add(i));
                 let w: Option<[f64; 8]> = b.w.map(|w| std::array::from_fn(|r| w[i + r] as f64));
+                let w = w.as_ref();
                 for j0 in (0..n).step_by(GROUP) {
-                    let g = GROUP.min(n - j0);
-                    let mut acc = [zero; GROUP];
-                    for (f, xv) in xt[..dim].iter().enumerate() {
-                        let c = b.cols.as_ptr().add(f * n + j0);
-                        for (j, a) in acc.iter_mut().enumerate().take(g) {
-                            *a = _mm256_add_ps(
-                                *a,
-                                _mm256_mul_ps(*xv, _mm256_broadcast_ss(&*c.add(j))),
-                            );
-                        }
-                    }
-                    for (j, a) in acc.iter().enumerate().take(g) {
-                        let t = j0 + j;
-                        let d = _mm256_sub_ps(
-                            _mm256_add_ps(xn, _mm256_broadcast_ss(&b.cnorms[t])),
-                            _mm256_mul_ps(two, *a),
-                        );
-                        let m = _mm256_min_ps(_mm256_max_ps(d, zero), cl);
-                        _mm256_storeu_ps(out[t].as_mut_ptr().add(i), m);
-                        let mut l = [0.0f32; 8];
-                        _mm256_storeu_ps(l.as_mut_ptr(), m);
-                        let mut s = mass[t];
-                        match &w {
-                            Some(w) => l.iter().zip(w).for_each(|(&v, &wr)| s += wr * v as f64),
-                            None => l.iter().for_each(|&v| s += v as f64),
-                        }
-                        mass[t] = s;
+                    let at = Batch {
+                        xt: &xt[..dim],
+                        xn,
+                        cl,
+                        w,
+                        i,
+                        j0,
+                    };
+                    match GROUP.min(n - j0) {
+                        1 => group::<1>(b, &at, out, &mut mass),
+                        2 => group::<2>(b, &at, out, &mut mass),
+                        3 => group::<3>(b, &at, out, &mut mass),
+                        4 => group::<4>(b, &at, out, &mut mass),
+                        5 => group::<5>(b, &at, out, &mut mass),
+                        6 => group::<6>(b, &at, out, &mut mass),
+                        7 => group::<7>(b, &at, out, &mut mass),
+                        8 => group::<8>(b, &at, out, &mut mass),
+                        9 => group::<9>(b, &at, out, &mut mass),
+                        10 => group::<10>(b, &at, out, &mut mass),
+                        11 => group::<11>(b, &at, out, &mut mass),
+                        _ => group::<12>(b, &at, out, &mut mass),
                     }
                 }
             }
@@ -290,6 +284,69 @@ mod x86 {
             mass = score_lanes(b, out, whole, mass);
         }
         mass
+    }
+
+    /// One transposed batch of eight rows.
+    struct Batch<'a> {
+        xt: &'a [__m256],
+        xn: __m256,
+        cl: __m256,
+        w: Option<&'a [f64; 8]>,
+        /// Its first row in the block, and the first candidate of the group.
+        i: usize,
+        j0: usize,
+    }
+
+    /// Candidates `j0..j0 + G` against a batch: `G` accumulators held in registers (a
+    /// constant count, or the compiler keeps them in memory).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be enabled in the caller; as [`rows8`] for the indices.
+    #[inline(always)]
+    unsafe fn group<const G: usize>(
+        b: &BlockIn,
+        at: &Batch,
+        out: &mut [&mut [f32]],
+        mass: &mut [f64],
+    ) {
+        let n = out.len();
+        unsafe {
+            let (two, zero) = (_mm256_set1_ps(2.0), _mm256_setzero_ps());
+            let mut acc = [zero; G];
+            let mut c = b.cols.as_ptr().add(at.j0);
+            for xv in at.xt {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(*xv, _mm256_broadcast_ss(&*c.add(j))));
+                }
+                c = c.add(n);
+            }
+            for (j, a) in acc.iter().enumerate() {
+                let t = at.j0 + j;
+                let d = _mm256_sub_ps(
+                    _mm256_add_ps(at.xn, _mm256_broadcast_ss(&b.cnorms[t])),
+                    _mm256_mul_ps(two, *a),
+                );
+                let m = _mm256_min_ps(_mm256_max_ps(d, zero), at.cl);
+                _mm256_storeu_ps(out[t].as_mut_ptr().add(at.i), m);
+                let mut l = [0.0f32; 8];
+                _mm256_storeu_ps(l.as_mut_ptr(), m);
+                // Row order, one add at a time, as the contract fixes.
+                let mut s = mass[t];
+                match at.w {
+                    Some(w) => {
+                        for r in 0..8 {
+                            s += w[r] * l[r] as f64;
+                        }
+                    }
+                    None => {
+                        for v in l {
+                            s += v as f64;
+                        }
+                    }
+                }
+                mass[t] = s;
+            }
+        }
     }
 }
 
