@@ -660,6 +660,10 @@ fn store_for(scheme: &str, base: &str) -> Result<Arc<dyn ObjectStore>> {
     if let Some(s) = stores.get(base) {
         return Ok(Arc::clone(s));
     }
+    // reqwest is built without a TLS crypto provider (see Cargo.toml): ring's serves every
+    // client. One already installed by the host process serves as well, so an error here,
+    // which says only that, is no failure.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let retry = retry_config()?;
     // The connect timeout unless the environment names one; `from_env` read the rest.
     let connect = |var: &str| std::env::var_os(var).is_none();
