@@ -360,7 +360,10 @@ fn object_urls_are_refused_clearly() {
         ],
         "both write",
     );
-    refused(&["s3://missing-bucket/t"], "s3://missing-bucket/t");
+    refused(
+        &["s3://missing-bucket/t"],
+        "s3://missing-bucket/t: no such bucket",
+    );
     refused(
         &["s3://lake/nothing-here"],
         "s3://lake/nothing-here: no such object",
@@ -371,7 +374,7 @@ fn object_urls_are_refused_clearly() {
             "--output",
             "s3://missing-bucket/a.parquet",
         ],
-        "s3://missing-bucket/a.parquet: cannot write there",
+        "s3://missing-bucket/a.parquet: cannot write there: no such bucket",
     );
     refused(
         &["s3://lake/table", "--output", "s3://lake/table2/"],
