@@ -580,6 +580,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictSummary> {
     let t0 = Instant::now();
     let source = Source::open(&job.inputs, &job.read)?;
     let files_read = source.files_read();
+    let bytes_read = source.read_tally();
     let m = &job.model;
     let centroids = m.flat_centroids();
     let mut out = Outputs::default();
@@ -649,6 +650,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictSummary> {
         k: m.k,
         rows,
         files_read,
+        bytes_read: bytes_read.get(),
         inertia,
         device: info.kind,
         adapter: info.name,

@@ -26,6 +26,9 @@ pub struct FitSummary {
     pub rows: usize,
     /// Parquet files opened: those left after `--filter` pruned partitions.
     pub files_read: usize,
+    /// Bytes fetched from those files over the whole run: footers and the column chunks of
+    /// the projected columns, once per pass that decodes them.
+    pub bytes_read: u64,
     pub features: Vec<String>,
     pub iterations: usize,
     pub converged: bool,
@@ -82,6 +85,8 @@ pub struct PredictSummary {
     pub rows: usize,
     /// Parquet files opened, as for fit.
     pub files_read: usize,
+    /// Bytes fetched from them, as for fit.
+    pub bytes_read: u64,
     pub inertia: f64,
     pub device: String,
     pub adapter: String,

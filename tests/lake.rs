@@ -229,3 +229,36 @@ fn a_null_partition_is_null_and_filters_fail_clearly() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no column 'nosuch'"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_local_file_reads_only_the_projected_columns() {
+    let dir = tmpdir();
+    let path = p(dir.path(), "wide.parquet");
+    wide(&path, 100_000, 25_000);
+    let two = ["c03", "c17"];
+    let need = cost(&path, &two);
+    let o = lakemeans(&[
+        "fit",
+        s(&path),
+        "--k",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+        "--features",
+        &two.join(","),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let read = j["bytes_read"].as_u64().unwrap();
+    eprintln!(
+        "local, two columns: bytes_read {read} of a {}-byte file",
+        need.size
+    );
+    assert!(read >= need.columns + need.footer, "{read}");
+    assert!(
+        (read as f64) < 0.4 * need.size as f64,
+        "{read} of {}",
+        need.size
+    );
+}

@@ -360,7 +360,10 @@ fn object_urls_are_refused_clearly() {
         ],
         "both write",
     );
-    refused(&["s3://missing-bucket/t"], "s3://missing-bucket/t");
+    refused(
+        &["s3://missing-bucket/t"],
+        "s3://missing-bucket/t: no such bucket",
+    );
     refused(
         &["s3://lake/nothing-here"],
         "s3://lake/nothing-here: no such object",
@@ -371,7 +374,7 @@ fn object_urls_are_refused_clearly() {
             "--output",
             "s3://missing-bucket/a.parquet",
         ],
-        "s3://missing-bucket/a.parquet: cannot write there",
+        "s3://missing-bucket/a.parquet: cannot write there: no such bucket",
     );
     refused(
         &["s3://lake/table", "--output", "s3://lake/table2/"],
@@ -427,4 +430,109 @@ fn a_delta_table_in_a_bucket_reads_as_its_local_copy() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("deletion vectors"), "{}", stderr(&o));
+}
+
+/// Fits `table` on `features` (all columns when empty) and returns the `--json` summary.
+fn fit_wide(run: impl Fn(&[&str]) -> Output, table: &str, features: &[&str]) -> serde_json::Value {
+    let list = features.join(",");
+    let mut args = vec!["fit", table, "--k", "3", "--device", "cpu", "--json"];
+    if !features.is_empty() {
+        args.extend(["--features", &list]);
+    }
+    json(&run(&args))
+}
+
+#[test]
+fn only_the_projected_columns_travel() {
+    let moto = Moto::start();
+    let dir = tmpdir();
+    let local = p(dir.path(), "wide.parquet");
+    wide(&local, 100_000, 25_000);
+    moto.s3(&["put", s(&local), "lake", "wide/data.parquet"]);
+    let run = |args: &[&str]| moto.lakemeans(args, &[]);
+
+    // Two columns twelve apart, so no coalesced request spans the columns between them.
+    let two = ["c03", "c17"];
+    let need = cost(&local, &two);
+    let narrow = fit_wide(run, "s3://lake/wide/data.parquet", &two);
+    let read = narrow["bytes_read"].as_u64().unwrap();
+    eprintln!(
+        "two of {WIDE_COLUMNS} columns: bytes_read {read}, their chunks {}, footer {}, object {}",
+        need.columns, need.footer, need.size
+    );
+    assert!(
+        read >= need.columns + need.footer,
+        "{read} < {}",
+        need.columns + need.footer
+    );
+    assert!(
+        (read as f64) < 0.4 * need.size as f64,
+        "{read} bytes read of a {}-byte object for two of its {WIDE_COLUMNS} columns",
+        need.size
+    );
+
+    let names: Vec<String> = (0..WIDE_COLUMNS).map(|c| format!("c{c:02}")).collect();
+    let all = cost(
+        &local,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let full = fit_wide(run, "s3://lake/wide/data.parquet", &[]);
+    let read_all = full["bytes_read"].as_u64().unwrap();
+    eprintln!(
+        "all columns: bytes_read {read_all}, passes {}",
+        full["passes"]
+    );
+    assert_eq!(full["features"].as_array().unwrap().len(), WIDE_COLUMNS);
+    assert!(
+        read_all >= all.columns + all.footer,
+        "{read_all} < {}",
+        all.columns
+    );
+    assert!(read_all as f64 >= 0.95 * all.size as f64);
+    // A fit decodes the table at most twice (statistics, then rows), and each decode
+    // fetches the chunks it needs once; the footer is fetched with the object's last 64 KiB.
+    let bound = |chunks: u64| 2 * chunks + (64 << 10);
+    assert!(
+        read <= bound(need.columns),
+        "{read} > {}",
+        bound(need.columns)
+    );
+    assert!(
+        read_all <= bound(all.columns),
+        "{read_all} > {}",
+        bound(all.columns)
+    );
+}
+
+#[test]
+fn an_unreachable_store_fails_fast_naming_the_url() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nothing listens there once the listener above is dropped.
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let t0 = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_lakemeans"))
+        .args(["fit", "s3://lake/t.parquet", "--k", "2", "--device", "cpu"])
+        .env("LAKEMEANS_HIDE_GPU", "1")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("LAKEMEANS_STORE_RETRY_SECONDS", "2")
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("s3://lake/t.parquet") && err.contains(&endpoint),
+        "{err}"
+    );
+    assert!(err.contains("cannot connect"), "{err}");
 }

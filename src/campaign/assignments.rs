@@ -103,8 +103,11 @@ pub fn read_assignments(
         })
         .collect();
     for f in &files {
-        let b = ParquetRecordBatchReaderBuilder::try_new(crate::io::store::Blob::open(f)?)
-            .map_err(|e| Error::input(f, format!("not a readable Parquet file ({e})")))?;
+        let b = ParquetRecordBatchReaderBuilder::try_new(crate::io::store::Blob::open(
+            f,
+            &Default::default(),
+        )?)
+        .map_err(|e| Error::input(f, format!("not a readable Parquet file ({e})")))?;
         let schema = b.schema().clone();
         let cluster = schema.index_of("cluster").map_err(|_| {
             Error::input(

@@ -69,6 +69,8 @@ pub struct RefitSummary {
     pub rows: usize,
     /// Parquet files opened.
     pub files_read: usize,
+    /// Bytes fetched from them.
+    pub bytes_read: u64,
     pub dropped_rows: usize,
     pub features: Vec<String>,
     pub rescaled: bool,
@@ -272,6 +274,7 @@ pub fn refit(spec: &RefitSpec, progress: &dyn Progress) -> Result<(RefitSummary,
         previous_k: prev.k,
         rows: table.data.rows(),
         files_read: table.files.len(),
+        bytes_read: table.bytes_read,
         dropped_rows: table.dropped,
         features: prev.features.clone(),
         rescaled: spec.rescale,

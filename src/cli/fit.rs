@@ -120,6 +120,7 @@ pub fn run(a: &FitArgs) -> Result<()> {
         k: a.k,
         rows: p.rows.rows(),
         files_read: p.source.files_read(),
+        bytes_read: p.source.bytes_read(),
         features: p.source.features.clone(),
         iterations: result.iterations,
         converged: result.converged,

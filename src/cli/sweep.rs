@@ -160,6 +160,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         struct Json<'a> {
             rows: usize,
             files_read: usize,
+            bytes_read: u64,
             features: &'a [String],
             device: &'a str,
             adapter: &'a str,
@@ -173,6 +174,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         let j = Json {
             rows: run.rows,
             files_read: run.files_read,
+            bytes_read: run.bytes_read,
             features: &run.features,
             device: &run.info.kind,
             adapter: &run.info.name,

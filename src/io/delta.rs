@@ -244,9 +244,10 @@ impl State {
 
     /// Takes the live files, protocol and metadata of one checkpoint part.
     fn checkpoint(&mut self, path: &Path) -> Result<()> {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(Blob::open(path)?)
-            .and_then(|b| b.build())
-            .map_err(|e| Error::input(path, format!("not a readable checkpoint ({e})")))?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(Blob::open(path, &Default::default())?)
+                .and_then(|b| b.build())
+                .map_err(|e| Error::input(path, format!("not a readable checkpoint ({e})")))?;
         for b in reader {
             let b = b.map_err(|e| Error::input(path, format!("cannot decode ({e})")))?;
             self.checkpoint_batch(&b, path)?;

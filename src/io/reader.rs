@@ -54,6 +54,8 @@ pub struct Table {
     pub carry_schema: SchemaRef,
     /// Rows skipped by `drop_invalid`.
     pub dropped: usize,
+    /// Bytes fetched from the files to read the table.
+    pub bytes_read: u64,
 }
 
 /// Expands directories to every `*.parquet` below them, in sorted path order.
@@ -159,7 +161,7 @@ pub(crate) fn describe_io(e: &std::io::Error) -> String {
 }
 
 fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<Blob>> {
-    ParquetRecordBatchReaderBuilder::try_new(Blob::open(path)?)
+    ParquetRecordBatchReaderBuilder::try_new(Blob::open(path, &Default::default())?)
         .map_err(|e| Error::input(path, format!("not a readable Parquet file ({e})")))
 }
 
@@ -319,6 +321,7 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
         slabs.push(s);
         Ok(())
     })?;
+    let bytes_read = src.bytes_read();
     Ok(Table {
         data: Dataset::from_slabs(dim, slabs),
         files: src.files,
@@ -328,6 +331,7 @@ pub fn read_table(inputs: &[PathBuf], opts: &ReadOptions) -> Result<Table> {
         carry: extras.carry,
         carry_schema: src.carry_schema,
         dropped: checked.dropped,
+        bytes_read,
     })
 }
 

@@ -210,8 +210,11 @@ pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
     let files = super::resolve_inputs(&[path.to_path_buf()])?;
     let mut labels = Vec::new();
     for f in &files {
-        let b = ParquetRecordBatchReaderBuilder::try_new(super::store::Blob::open(f)?)
-            .map_err(|e| Error::input(f, format!("not a readable Parquet file ({e})")))?;
+        let b = ParquetRecordBatchReaderBuilder::try_new(super::store::Blob::open(
+            f,
+            &Default::default(),
+        )?)
+        .map_err(|e| Error::input(f, format!("not a readable Parquet file ({e})")))?;
         if b.schema().field_with_name("cluster").is_err() {
             return Err(Error::input(
                 f,

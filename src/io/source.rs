@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use super::partition::{Filter, Partitions, row_mask};
 use super::reader::{Invalid, ReadOptions, choose_features, missing, project, resolve_table};
-use super::store::Blob;
+use super::store::{Blob, Tally};
 use crate::data::{Batch, Slabber};
 use crate::error::{Error, Result};
 use crate::prep::{ScaleStats, Scaler};
@@ -66,6 +66,8 @@ pub struct Source {
     raw_rows: usize,
     /// Decoded bytes allowed in flight across a window of units.
     window_bytes: usize,
+    /// Bytes fetched from the files so far: footers, then every pass's column chunks.
+    read: Tally,
 }
 
 /// What a unit's decode produces: its kept rows and what was wrong with the others.
@@ -154,9 +156,10 @@ impl Source {
             )));
         }
         let files: Vec<PathBuf> = listed.into_iter().map(|f| f.path).collect();
+        let read = Tally::default();
         let (metas, sizes): (Vec<ArrowReaderMetadata>, Vec<u64>) = files
             .par_iter()
-            .map(|p| footer(p))
+            .map(|p| footer(p, &read))
             .collect::<Result<Vec<_>>>()?
             .into_iter()
             .unzip();
@@ -231,12 +234,24 @@ impl Source {
             carry_schema,
             raw_rows,
             window_bytes: 256 << 20,
+            read,
         })
     }
 
     /// How many files the source opens: those left after partition pruning.
     pub fn files_read(&self) -> usize {
         self.files.len()
+    }
+
+    /// Bytes fetched from the table's files so far, by every pass since it was opened.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.get()
+    }
+
+    /// The counter behind [`Source::bytes_read`], which goes on counting after the source
+    /// has been handed on.
+    pub fn read_tally(&self) -> Tally {
+        self.read.clone()
     }
 
     /// Caps the decoded bytes in flight (two windows of units are in flight at most).
@@ -527,7 +542,7 @@ impl Source {
         }
         cols.extend(self.row_filters.iter().map(|f| &f.column));
         let meta = &self.metas[u.file];
-        let mut file = Blob::sized(path, self.sizes[u.file])?;
+        let mut file = Blob::sized(path, self.sizes[u.file], &self.read)?;
         let roots: Vec<usize> = meta
             .schema()
             .fields()
@@ -794,9 +809,9 @@ impl Checked {
     }
 }
 
-/// A file's footer, and its size.
-fn footer(path: &Path) -> Result<(ArrowReaderMetadata, u64)> {
-    let file = Blob::open(path)?;
+/// A file's footer, and its size; the bytes fetched count in `read`.
+fn footer(path: &Path, read: &Tally) -> Result<(ArrowReaderMetadata, u64)> {
+    let file = Blob::open(path, read)?;
     let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
         .map_err(|e| Error::input(path, format!("not a readable Parquet file ({e})")))?;
     Ok((meta, file.len()))

@@ -12,18 +12,24 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::client::{HttpError, HttpErrorKind};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as Key;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, OBJECT_STORE_COALESCE_DEFAULT,
+    ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart, coalesce_ranges,
+};
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
@@ -41,6 +47,21 @@ const PART_BYTES: usize = 8 << 20;
 
 /// Parts of one upload on the wire at once.
 const PARTS_IN_FLIGHT: usize = 4;
+
+/// Attempts of one request after the first: enough to ride out a throttled or reset
+/// request, few enough that a dead endpoint fails in seconds (object_store's default is 10
+/// retries over up to 3 minutes).
+const RETRIES: usize = 4;
+
+/// Seconds after a request's first attempt past which it is not retried.
+const RETRY_SECONDS: f64 = 20.0;
+
+/// Overrides [`RETRY_SECONDS`]; 0 turns retries off.
+pub const RETRY_SECONDS_VAR: &str = "LAKEMEANS_STORE_RETRY_SECONDS";
+
+/// Time to open a connection before the attempt counts as failed, unless the environment
+/// sets one (`AWS_CONNECT_TIMEOUT`, `GOOGLE_CONNECT_TIMEOUT`, `AZURE_CONNECT_TIMEOUT`).
+const CONNECT_TIMEOUT: &str = "5s";
 
 /// Makes every upload fail once it has taken this many bytes, after the parts before that
 /// point have reached the store: the test of abort-on-failure, never set in normal use.
@@ -135,12 +156,10 @@ impl Object {
         (parts.len() > 1).then(|| Key::from_iter(parts[..parts.len() - 1].iter().cloned()))
     }
 
+    /// A store error as one line naming the object: exit 2, as the causes (endpoint,
+    /// credentials, bucket, network) are the user's to fix.
     fn error(&self, e: object_store::Error) -> Error {
-        let url = self.url();
-        match e {
-            object_store::Error::NotFound { .. } => Error::input(&url, "no such object"),
-            e => Error::input(&url, e),
-        }
+        Error::input(&self.url(), explain(&e))
     }
 
     /// Whether the object exists (as an object, not as a prefix).
@@ -292,15 +311,39 @@ fn same_scheme(url: PathBuf) -> PathBuf {
     }
 }
 
-/// A file to read Parquet from: a local file, or an object read by byte ranges.
-pub enum Blob {
+/// Bytes fetched from storage for one table: footers, column chunks and any other range,
+/// from objects and local files alike. Shared by every [`Blob`] the table's reader opens, so
+/// a run can say how much travelled (`bytes_read`), and a test can see that only the
+/// projected columns did.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Arc<AtomicU64>);
+
+impl Tally {
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A file to read Parquet from: a local file, or an object read by byte ranges; every byte
+/// fetched from either is counted in its [`Tally`].
+pub struct Blob {
+    held: Held,
+    tally: Tally,
+}
+
+enum Held {
     Local(File),
     Object(Ranged),
 }
 
 /// An object whose footer and prefetched byte ranges are held in memory; anything else is
 /// fetched when asked for.
-pub struct Ranged {
+struct Ranged {
     object: Object,
     size: u64,
     /// Fetched byte ranges: their offset in the object and their bytes.
@@ -309,12 +352,12 @@ pub struct Ranged {
 
 impl Blob {
     /// Opens `path`; for an object, fetches its size and its last [`TAIL_BYTES`] (the footer)
-    /// in one request.
-    pub fn open(path: &Path) -> Result<Blob> {
-        match Location::of(path)? {
+    /// in one request. What is fetched, then and later, counts in `tally`.
+    pub fn open(path: &Path, tally: &Tally) -> Result<Blob> {
+        let held = match Location::of(path)? {
             Location::Local(p) => File::open(&p)
-                .map(Blob::Local)
-                .map_err(|e| Error::input(path, describe_io(&e))),
+                .map(Held::Local)
+                .map_err(|e| Error::input(path, describe_io(&e)))?,
             Location::Object(o) => {
                 let opts = GetOptions {
                     range: Some(GetRange::Suffix(TAIL_BYTES)),
@@ -326,35 +369,55 @@ impl Blob {
                     Ok::<_, object_store::Error>((size, start, got.bytes().await?))
                 })?
                 .map_err(|e| o.error(e))?;
-                Ok(Blob::Object(Ranged {
+                tally.add(tail.len());
+                Held::Object(Ranged {
                     object: o,
                     size,
                     chunks: vec![(start, tail)],
-                }))
+                })
             }
-        }
+        };
+        Ok(Blob {
+            held,
+            tally: tally.clone(),
+        })
     }
 
     /// Opens `path`, whose size is known from its footer read, fetching nothing yet.
-    pub fn sized(path: &Path, size: u64) -> Result<Blob> {
+    pub fn sized(path: &Path, size: u64, tally: &Tally) -> Result<Blob> {
         match Location::of(path)? {
-            Location::Local(_) => Blob::open(path),
-            Location::Object(o) => Ok(Blob::Object(Ranged {
-                object: o,
-                size,
-                chunks: Vec::new(),
-            })),
+            Location::Local(_) => Blob::open(path, tally),
+            Location::Object(o) => Ok(Blob {
+                held: Held::Object(Ranged {
+                    object: o,
+                    size,
+                    chunks: Vec::new(),
+                }),
+                tally: tally.clone(),
+            }),
         }
     }
 
-    /// Fetches `ranges` of an object concurrently (adjacent ones in one request), so that
-    /// the reads that follow are served from memory; nothing for a local file.
+    /// Fetches `ranges` of an object concurrently, ranges less than object_store's coalescing
+    /// gap apart in one request (as its `get_ranges` does), so that the reads that follow are
+    /// served from memory; nothing for a local file. The tally counts each request's bytes,
+    /// gaps included: they travelled too.
     pub fn prefetch(&mut self, ranges: Vec<Range<u64>>) -> Result<()> {
-        let Blob::Object(r) = self else {
+        let Held::Object(r) = &mut self.held else {
             return Ok(());
         };
-        let o = &r.object;
-        let got = block_on(o.store.get_ranges(&o.key, &ranges))?.map_err(|e| o.error(e))?;
+        let (o, tally) = (&r.object, &self.tally);
+        let fetch = |range: Range<u64>| async move {
+            let got = o.store.get_range(&o.key, range).await?;
+            tally.add(got.len());
+            Ok::<_, object_store::Error>(got)
+        };
+        let got = block_on(coalesce_ranges(
+            &ranges,
+            fetch,
+            OBJECT_STORE_COALESCE_DEFAULT,
+        ))?
+        .map_err(|e| o.error(e))?;
         r.chunks.extend(ranges.iter().map(|g| g.start).zip(got));
         Ok(())
     }
@@ -374,19 +437,35 @@ impl Ranged {
         })
     }
 
-    fn fetch(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
+    fn fetch(&self, range: Range<u64>, tally: &Tally) -> parquet::errors::Result<Bytes> {
         let o = &self.object;
-        block_on(o.store.get_range(&o.key, range))
+        let got = block_on(o.store.get_range(&o.key, range))
             .map_err(|e| ParquetError::External(Box::new(e)))?
-            .map_err(|e| ParquetError::External(Box::new(e)))
+            .map_err(|e| ParquetError::External(Box::new(o.error(e))))?;
+        tally.add(got.len());
+        Ok(got)
+    }
+}
+
+/// A local file's reader that counts the bytes it takes from the file.
+struct Counted {
+    file: File,
+    tally: Tally,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.tally.add(n);
+        Ok(n)
     }
 }
 
 impl Length for Blob {
     fn len(&self) -> u64 {
-        match self {
-            Blob::Local(f) => f.len(),
-            Blob::Object(r) => r.size,
+        match &self.held {
+            Held::Local(f) => f.len(),
+            Held::Object(r) => r.size,
         }
     }
 }
@@ -395,12 +474,21 @@ impl ChunkReader for Blob {
     type T = Box<dyn Read + Send>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        match self {
-            Blob::Local(f) => Ok(Box::new(f.get_read(start)?)),
-            Blob::Object(r) => {
+        match &self.held {
+            Held::Local(f) => {
+                // As parquet's own reader of a `File` does, but counting below the buffer:
+                // what the buffer pulls from the file is what was read.
+                let mut file = f.try_clone()?;
+                file.seek(SeekFrom::Start(start))?;
+                Ok(Box::new(BufReader::new(Counted {
+                    file,
+                    tally: self.tally.clone(),
+                })))
+            }
+            Held::Object(r) => {
                 let b = match r.held(start, None) {
                     Some(b) => b,
-                    None => r.fetch(start..r.size)?,
+                    None => r.fetch(start..r.size, &self.tally)?,
                 };
                 Ok(Box::new(b.reader()))
             }
@@ -408,13 +496,17 @@ impl ChunkReader for Blob {
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        match self {
-            Blob::Local(f) => f.get_bytes(start, length),
-            Blob::Object(r) => {
+        match &self.held {
+            Held::Local(f) => {
+                let got = f.get_bytes(start, length)?;
+                self.tally.add(got.len());
+                Ok(got)
+            }
+            Held::Object(r) => {
                 let end = start + length as u64;
                 match r.held(start, Some(end)) {
                     Some(b) => Ok(b),
-                    None => r.fetch(start..end),
+                    None => r.fetch(start..end, &self.tally),
                 }
             }
         }
@@ -440,7 +532,7 @@ impl Upload {
             Err(_) => None,
         };
         let upload = block_on(object.store.put_multipart(&object.key))?
-            .map_err(|e| Error::output(path, e))?;
+            .map_err(|e| Error::output(path, explain(&e)))?;
         Ok(Upload {
             url: path.to_path_buf(),
             parts: Some(WriteMultipart::new_with_chunk_size(upload, PART_BYTES)),
@@ -459,7 +551,7 @@ impl Upload {
         };
         block_on(parts.finish())?
             .map(|_| ())
-            .map_err(|e| Error::output(&self.url, e))
+            .map_err(|e| Error::output(&self.url, explain(&e)))
     }
 }
 
@@ -522,7 +614,8 @@ pub fn check_output(path: &Path, object: &Object) -> Result<()> {
     let parent = object.parent();
     let listed = block_on(object.store.list_with_delimiter(parent.as_ref()))?.map_err(|e| {
         Error::Usage(format!(
-            "{url}: cannot write there ({e}); check the bucket name and the credentials"
+            "{url}: cannot write there: {}; check the bucket name and the credentials",
+            explain(&e)
         ))
     })?;
     if listed
@@ -567,26 +660,148 @@ fn store_for(scheme: &str, base: &str) -> Result<Arc<dyn ObjectStore>> {
     if let Some(s) = stores.get(base) {
         return Ok(Arc::clone(s));
     }
+    // reqwest is built without a TLS crypto provider (see Cargo.toml): ring's serves every
+    // client. One already installed by the host process serves as well, so an error here,
+    // which says only that, is no failure.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let retry = retry_config()?;
+    // The connect timeout unless the environment names one; `from_env` read the rest.
+    let connect = |var: &str| std::env::var_os(var).is_none();
+    let timeout = ClientConfigKey::ConnectTimeout;
     let built: object_store::Result<Arc<dyn ObjectStore>> = match scheme {
-        "s3" | "s3a" => AmazonS3Builder::from_env()
-            .with_url(base)
-            .build()
-            .map(|s| Arc::new(s) as _),
-        "gs" => GoogleCloudStorageBuilder::from_env()
-            .with_url(base)
-            .build()
-            .map(|s| Arc::new(s) as _),
-        _ => MicrosoftAzureBuilder::from_env()
-            .with_url(base)
-            .build()
-            .map(|s| Arc::new(s) as _),
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env().with_url(base).with_retry(retry);
+            if connect("AWS_CONNECT_TIMEOUT") {
+                b = b.with_config(AmazonS3ConfigKey::Client(timeout), CONNECT_TIMEOUT);
+            }
+            b.build().map(|s| Arc::new(s) as _)
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_url(base)
+                .with_retry(retry);
+            if connect("GOOGLE_CONNECT_TIMEOUT") {
+                b = b.with_config(GoogleConfigKey::Client(timeout), CONNECT_TIMEOUT);
+            }
+            b.build().map(|s| Arc::new(s) as _)
+        }
+        _ => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(base)
+                .with_retry(retry);
+            if connect("AZURE_CONNECT_TIMEOUT") {
+                b = b.with_config(AzureConfigKey::Client(timeout), CONNECT_TIMEOUT);
+            }
+            b.build().map(|s| Arc::new(s) as _)
+        }
     };
     let store = built.map_err(|e| {
         Error::Usage(format!(
-            "{base}: cannot set up the object store ({e}); see the environment variables in \
-             the README"
+            "{base}: cannot set up the object store ({}); see the environment variables in \
+             the README",
+            answer(&innermost(&e))
         ))
     })?;
     stores.insert(base.to_string(), Arc::clone(&store));
     Ok(store)
+}
+
+/// How requests are retried: [`RETRIES`] times at most, within [`RETRY_SECONDS`] (or
+/// [`RETRY_SECONDS_VAR`]) of the first attempt.
+fn retry_config() -> Result<RetryConfig> {
+    let seconds = match std::env::var(RETRY_SECONDS_VAR) {
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "{RETRY_SECONDS_VAR}={v}: expected a number of seconds, 0 or more"
+                ))
+            })?,
+        Err(_) => RETRY_SECONDS,
+    };
+    Ok(RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: RETRIES,
+        retry_timeout: Duration::from_secs_f64(seconds),
+    })
+}
+
+/// A store error in one line: what went wrong, then its root cause. object_store's own
+/// message nests the request, the retry counts and the server's whole XML or JSON answer;
+/// a user needs the kind of failure, the endpoint when it could not be reached, and the
+/// server's code and message.
+fn explain(e: &object_store::Error) -> String {
+    use object_store::Error as E;
+    let root = answer(&innermost(e));
+    let http = chain(e)
+        .find_map(|e| e.downcast_ref::<HttpError>())
+        .map(HttpError::kind);
+    let text = e.to_string();
+    // "Error performing GET http://host/bucket/key in 1.2s, after 4 retries, ...".
+    let endpoint = text
+        .split_once("Error performing ")
+        .and_then(|(_, rest)| rest.split(' ').nth(1))
+        .and_then(|uri| {
+            let (scheme, rest) = uri.split_once("://")?;
+            Some(format!("{scheme}://{}", rest.split('/').next()?))
+        });
+    let retried = text
+        .split_once(", after ")
+        .and_then(|(_, rest)| rest.split_once(" retries"))
+        .map_or(String::new(), |(n, _)| format!(" after {n} retries"));
+    let at = endpoint.map_or(String::new(), |u| format!(" at {u}"));
+    let what = match (e, http) {
+        _ if root.starts_with("NoSuchBucket") => return "no such bucket".into(),
+        (E::NotFound { .. }, _) => return "no such object".into(),
+        (E::PermissionDenied { .. }, _) => "access denied; check the credentials".into(),
+        (E::Unauthenticated { .. }, _) => "not authenticated; check the credentials".into(),
+        (_, Some(HttpErrorKind::Connect)) => format!("cannot connect to the store{at}"),
+        (_, Some(HttpErrorKind::Timeout)) => format!("the store{at} did not answer in time"),
+        _ => format!("the store{at} failed the request"),
+    };
+    format!("{what}{retried} ({root})")
+}
+
+/// `e` and its sources, outermost first.
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+/// The message of the error at the bottom of `e`'s chain: the root cause.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    chain(e).last().map_or_else(String::new, |r| r.to_string())
+}
+
+/// An error's innermost message on one line: a server's XML or JSON answer as its code
+/// and message, anything else as written, cut short.
+fn answer(text: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let from = text.find(&open)? + open.len();
+        let to = from + text[from..].find(&format!("</{name}>"))?;
+        Some(text[from..to].trim().to_string())
+    };
+    let line = match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ => match text.find('<') {
+            // A body without the usual tags: the text before it.
+            Some(i) if i > 0 => text[..i].trim_end_matches([' ', ':']).to_string(),
+            _ => text.to_string(),
+        },
+    };
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line,
+    }
 }

@@ -44,6 +44,8 @@ pub struct SweepRun {
     pub files: Vec<PathBuf>,
     /// Files opened: those left after partition filters.
     pub files_read: usize,
+    /// Bytes fetched from them.
+    pub bytes_read: u64,
     pub info: DeviceInfo,
     pub mode: Mode,
     /// The init that ran: `k-means++`, `k-means||` or `random`.
@@ -166,6 +168,7 @@ pub fn sweep(
         features: prepared.source.features.clone(),
         files: prepared.source.files.clone(),
         files_read: prepared.source.files_read(),
+        bytes_read: prepared.source.bytes_read(),
         info,
         mode: prepared.mode,
         init: init_name,

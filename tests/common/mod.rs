@@ -190,3 +190,63 @@ pub fn partitioned(root: &Path) {
         }
     }
 }
+
+/// Columns of [`wide`], `c00`, `c01`, ...
+pub const WIDE_COLUMNS: usize = 24;
+
+/// A table of [`WIDE_COLUMNS`] float columns of random values (which do not compress) in row
+/// groups of `group_rows`: a table where reading two columns should cost a twelfth of it.
+pub fn wide(path: &Path, rows: usize, group_rows: usize) {
+    let mut rng = lakemeans::rng::Rng::new(11);
+    let cols: Vec<(String, ArrayRef)> = (0..WIDE_COLUMNS)
+        .map(|c| {
+            let v = Float64Array::from_iter_values((0..rows).map(|_| rng.uniform()));
+            (format!("c{c:02}"), Arc::new(v) as ArrayRef)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|(n, a)| Field::new(n, a.data_type().clone(), false))
+            .collect::<Vec<_>>(),
+    ));
+    let batch =
+        RecordBatch::try_new(schema.clone(), cols.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(group_rows))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = ArrowWriter::try_new(file, schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// What a Parquet file's own metadata says reading `columns` of it must cost: the bytes of
+/// those columns' chunks in every row group, and of the footer (metadata, its length and
+/// the magic); and the file's size.
+pub struct Cost {
+    pub columns: u64,
+    pub footer: u64,
+    pub size: u64,
+}
+
+pub fn cost(path: &Path, columns: &[&str]) -> Cost {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let bytes = std::fs::read(path).unwrap();
+    let size = bytes.len() as u64;
+    let tail: [u8; 4] = bytes[bytes.len() - 8..bytes.len() - 4].try_into().unwrap();
+    let footer = u32::from_le_bytes(tail) as u64 + 8;
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+    let mut chunks = 0;
+    for g in reader.metadata().row_groups() {
+        for c in g.columns() {
+            if columns.contains(&c.column_path().string().as_str()) {
+                chunks += c.byte_range().1;
+            }
+        }
+    }
+    Cost {
+        columns: chunks,
+        footer,
+        size,
+    }
+}
