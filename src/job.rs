@@ -344,6 +344,14 @@ pub fn fit(job: &FitJob, progress: &dyn Progress) -> Result<FitRun> {
                  feature; pass --id {c} to carry it, or --exclude {c}"
             );
         }
+        let distinct = source.distinct_integer_features(ID_CHECK_ROWS, ID_CHECK_MIN_ROWS)?;
+        for c in distinct.iter().filter(|c| !looks_like_an_id(c)) {
+            eprintln!(
+                "lakemeans: warning: integer column '{c}' holds a different value in every row \
+                 (of the first {ID_CHECK_ROWS} at most), like an identifier, but is clustered \
+                 as a feature; pass --id {c} to carry it, or --exclude {c}"
+            );
+        }
     }
     crate::insight::analysis::check_columns(&source, &job.insight)?;
     let prepared = prepare(source, Scaling::Fit(job.scale), &job.prepare)?;
@@ -483,6 +491,13 @@ fn build_model(
         params.seed,
     )
 }
+
+/// Rows read to tell an identifier by its values: a bounded prefix, so the check costs the
+/// same on a table of a hundred million rows.
+const ID_CHECK_ROWS: usize = 65_536;
+
+/// Below this many rows a column of distinct integers is as likely a feature as an id.
+const ID_CHECK_MIN_ROWS: usize = 64;
 
 /// A column name such as `id`, `customer_id`, `customerId` or `uuid`.
 pub fn looks_like_an_id(name: &str) -> bool {

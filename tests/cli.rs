@@ -910,3 +910,55 @@ fn first_session_rough_edges() {
         stderr(&o)
     );
 }
+
+/// An integer column with a different value in every row is an identifier by its values,
+/// whatever its name; one with few values is a feature. Only inferred features are checked.
+#[test]
+fn an_all_distinct_integer_column_is_flagged_as_an_id() {
+    let dir = tmpdir();
+    let t = p(dir.path(), "t.parquet");
+    let n = 500;
+    let v = blobs(n, 2, 3, 5);
+    let col = |j: usize| v.iter().skip(j).step_by(2).copied().collect::<Vec<f32>>();
+    write_parquet(
+        &t,
+        vec![
+            (
+                "ticket",
+                Arc::new(Int64Array::from_iter_values(
+                    (0..n as i64).map(|i| 7 * i + 3),
+                )) as ArrayRef,
+            ),
+            (
+                "grade",
+                Arc::new(Int32Array::from_iter_values((0..n as i32).map(|i| i % 5))),
+            ),
+            ("a", Arc::new(Float32Array::from(col(0)))),
+            ("b", Arc::new(Float32Array::from(col(1)))),
+        ],
+    );
+    let o = lakemeans(&["fit", s(&t), "--k", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("integer column 'ticket' holds a different value in every row")
+            && err.contains("--id ticket")
+            && err.contains("--exclude ticket"),
+        "{err}"
+    );
+    assert!(!err.contains("'grade'"), "{err}");
+    let o = lakemeans(&["fit", s(&t), "--k", "3", "--exclude", "ticket"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("holds a different value"),
+        "{}",
+        stderr(&o)
+    );
+    let o = lakemeans(&["fit", s(&t), "--k", "3", "--features", "ticket,a"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("holds a different value"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -233,8 +233,10 @@ class KMeans:
         dim = len(cols)
 
         # The first pass: statistics, and the k rows with the smallest seeded keys (random
-        # init's centres; k-means||'s first centre and its top-up).
-        first = passes.run(lambda r: [_native.stats(r), _native.smallest_keys(r, k, seed)])
+        # init's centres; k-means||'s first centre and its top-up), under the seed the
+        # command line's k-means|| draws with.
+        draw_seed = _native.parallel_seed(seed)
+        first = passes.run(lambda r: [_native.stats(r), _native.smallest_keys(r, k, draw_seed)])
         scaler, tol_unit, rows = _native.reduce_stats([p[0] for p in first], dim, self.scale)
         if rows < k:
             raise ValueError(f"--k {k} is larger than the number of rows ({rows})")
@@ -250,7 +252,7 @@ class KMeans:
                 raise ValueError(f"the table has fewer than k = {k} rows with positive weight")
             centroids = spare
         else:
-            centroids = self._kmeans_parallel(passes, scaler, spare)
+            centroids = self._kmeans_parallel(passes, scaler, spare, draw_seed)
 
         iterations, tol = 0, self.tol * tol_unit
         for _ in range(self.maxIter):
@@ -265,24 +267,25 @@ class KMeans:
         model = _native.model(cols, scaler, centroids, cost, rows, iterations, seed)
         return KMeansModel(model, weightCol=weight, device=device)
 
-    def _kmeans_parallel(self, passes, scaler, spare):
-        """The library's distributed k-means||, one pass a round: the first centre is the row
-        with the smallest seeded key; each of `initSteps` rounds draws rows with probability
-        l·w·D²/φ (l = 2k) in the pass that computes φ; a last pass weights the candidates by
-        their nearest rows, and the driver reduces them to k centres."""
-        k, seed, device, dim = self.k, self.seed, self.device, len(self.inputCols)
-        cands, l = spare[: 4 * dim], 2.0 * k
-        for rnd in range(self.initSteps):
-            parts = passes.run(
-                lambda r, c=cands, n=rnd: [_native.round_share(r, scaler, c, l, seed, n, device)]
+    def _kmeans_parallel(self, passes, scaler, spare, draw_seed):
+        """The library's k-means|| (l = 2k), its passes run as jobs: a round's pass returns
+        each partition's part of φ and the rows it may draw; the last pass weights the
+        candidates by their nearest rows. The library's loop makes every decision."""
+        device = self.device
+
+        def round_pass(cands, l, key):
+            parts = passes.run(lambda r: [_native.round_share(r, scaler, cands, l, key, device)])
+            return [p[0] for p in parts]
+
+        def weights_pass(cands, m):
+            parts = passes.run(lambda r: [_native.partials(r, scaler, cands, m, device)])
+            return [p[0] for p in parts]
+
+        return bytes(
+            _native.kmeans_parallel(
+                round_pass, weights_pass, spare, len(self.inputCols), self.k, self.initSteps, 2.0, draw_seed
             )
-            phi, drawn = _native.merge_round([p[0] for p in parts], dim, l, seed, rnd)
-            if phi <= 0:
-                break
-            cands += bytes(drawn)
-        m = len(cands) // (4 * dim)
-        parts = passes.run(lambda r, c=cands, m=m: [_native.partials(r, scaler, c, m, device)])
-        return bytes(_native.finish_parallel(cands, [p[0] for p in parts], spare, k, seed))
+        )
 
 
 class KMeansModel:

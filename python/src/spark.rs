@@ -150,69 +150,117 @@ fn merge_smallest<'py>(
     Ok(bytes_of(py, &scaler(scaler_json)?.transform_rows(&rows)))
 }
 
-/// One partition's share of k-means|| round `round` against the candidates so far: its
-/// part of φ and the rows the round may draw (`distributed::RoundShare`).
+/// One partition's share of the k-means|| round keyed by `round_key` against the candidates
+/// so far: its part of φ and the rows the round may draw (`distributed::RoundShare`).
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
 fn round_share<'py>(
     py: Python<'py>,
     rows: &Rows,
     scaler_json: &str,
     cands: &[u8],
     l: f64,
-    seed: u64,
-    round: usize,
+    round_key: u64,
     device: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let data = clustered(rows, scaler_json)?;
     let dev = self::device(device)?;
     let c = floats(cands);
-    let key = kmeans::round_key(seed, round);
     let b = py
-        .detach(|| RoundShare::of(&data, &c, l, key, dev).map(|s| s.to_bytes()))
+        .detach(|| RoundShare::of(&data, &c, l, round_key, dev).map(|s| s.to_bytes()))
         .map_err(err)?;
     Ok(PyBytes::new(py, &b))
 }
 
-/// A round from every partition's share: (φ, the drawn rows as f32 bytes in the order all
-/// splits agree on).
-#[pyfunction]
-fn merge_round<'py>(
+/// The passes of the library's k-means|| as Spark jobs: `round(cands, l, round_key)` and
+/// `weights(cands, m)` are Python callables that run a pass over the partitions (with
+/// [`round_share`] and [`partials`]) and return each partition's result as bytes. The spare
+/// rows come from the fit's first pass. The loop runs on the driver's thread, which holds
+/// the GIL throughout, as the callables need it.
+struct SparkPasses<'py> {
     py: Python<'py>,
-    parts: Vec<Vec<u8>>,
+    round: Bound<'py, PyAny>,
+    weights: Bound<'py, PyAny>,
+    spare: Vec<f32>,
     dim: usize,
-    l: f64,
-    seed: u64,
-    round: usize,
-) -> PyResult<(f64, Bound<'py, PyBytes>)> {
-    let shares = parts
-        .iter()
-        .map(|p| RoundShare::from_bytes(p, dim))
-        .collect::<lakemeans::Result<Vec<_>>>()
-        .map_err(err)?;
-    let (phi, drawn) = distributed::merge_round(&shares, l, kmeans::round_key(seed, round));
-    let rows: Vec<f32> = drawn.into_iter().flat_map(|(_, v)| v).collect();
-    Ok((phi, bytes_of(py, &rows)))
+    /// The candidates so far: Spark keeps no state between passes.
+    cands: Vec<f32>,
+    /// The exception a callable raised, raised again once the loop has stopped.
+    failure: Option<PyErr>,
 }
 
-/// The library's last k-means|| step on the driver: the candidates (f32 bytes) weighted by
-/// the merged partials against them and reduced to `k` centres, or topped up from `spare`
-/// rows when k or fewer carry weight.
+impl SparkPasses<'_> {
+    /// Each partition's bytes from a callable's reply; an exception is kept for the caller.
+    fn parts(&mut self, reply: PyResult<Bound<'_, PyAny>>) -> lakemeans::Result<Vec<Vec<u8>>> {
+        reply.and_then(|r| r.extract()).map_err(|e| {
+            let msg = format!("a k-means|| pass failed: {e}");
+            self.failure = Some(e);
+            lakemeans::Error::Internal(msg)
+        })
+    }
+}
+
+impl kmeans::ParallelPasses for SparkPasses<'_> {
+    fn spare(&mut self, m: usize, _seed: u64) -> lakemeans::Result<Vec<f32>> {
+        Ok(self.spare[..(m * self.dim).min(self.spare.len())].to_vec())
+    }
+
+    fn round(&mut self, new: &[f32], l: f64, round_key: u64) -> lakemeans::Result<Vec<RoundShare>> {
+        self.cands.extend_from_slice(new);
+        let reply = self
+            .round
+            .call1((bytes_of(self.py, &self.cands), l, round_key));
+        self.parts(reply)?
+            .iter()
+            .map(|p| RoundShare::from_bytes(p, self.dim))
+            .collect()
+    }
+
+    fn weights(&mut self, cands: &[f32]) -> lakemeans::Result<Vec<f64>> {
+        let m = cands.len() / self.dim;
+        let reply = self.weights.call1((bytes_of(self.py, cands), m));
+        let parts = self.parts(reply)?;
+        let merged = merge(&parts)
+            .map_err(|e| lakemeans::Error::Internal(format!("k-means|| weights: {e}")))?;
+        Ok(merged.step().weights)
+    }
+}
+
+/// The library's k-means|| over a DataFrame, its passes run by the callables `round` and
+/// `weights` (see `SparkPasses`): `k` centres (f32 bytes, clustered space).
 #[pyfunction]
-fn finish_parallel<'py>(
+#[allow(clippy::too_many_arguments)]
+fn kmeans_parallel<'py>(
     py: Python<'py>,
-    cands: &[u8],
-    parts: Vec<Vec<u8>>,
+    round: Bound<'py, PyAny>,
+    weights: Bound<'py, PyAny>,
     spare: &[u8],
+    dim: usize,
     k: usize,
+    rounds: usize,
+    oversampling: f64,
     seed: u64,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let weights = merge(&parts)?.step().weights;
-    let (c, s) = (floats(cands), floats(spare));
-    let out = py
-        .detach(|| distributed::finish_parallel(&c, &weights, &s, k, seed))
-        .map_err(err)?;
-    Ok(bytes_of(py, &out))
+    let mut passes = SparkPasses {
+        py,
+        round,
+        weights,
+        spare: floats(spare),
+        dim,
+        cands: Vec::new(),
+        failure: None,
+    };
+    let out = kmeans::kmeans_parallel_with(&mut passes, dim, k, rounds, oversampling, seed);
+    if let Some(e) = passes.failure {
+        return Err(e);
+    }
+    Ok(bytes_of(py, &out.map_err(err)?))
+}
+
+/// The seed of a fit's k-means|| draws and spare rows for the fit seed `seed`, as the
+/// command line derives it.
+#[pyfunction]
+fn parallel_seed(seed: u64) -> u64 {
+    kmeans::parallel_seed(seed)
 }
 
 /// Keeps a partition's rows (input units) on this host for the next passes of a fit.
@@ -283,8 +331,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(smallest_keys, m)?)?;
     m.add_function(wrap_pyfunction!(merge_smallest, m)?)?;
     m.add_function(wrap_pyfunction!(round_share, m)?)?;
-    m.add_function(wrap_pyfunction!(merge_round, m)?)?;
-    m.add_function(wrap_pyfunction!(finish_parallel, m)?)?;
+    m.add_function(wrap_pyfunction!(kmeans_parallel, m)?)?;
+    m.add_function(wrap_pyfunction!(parallel_seed, m)?)?;
     m.add_function(wrap_pyfunction!(save_rows, m)?)?;
     m.add_function(wrap_pyfunction!(load_rows, m)?)?;
     m.add_function(wrap_pyfunction!(scale_centroids, m)?)?;

@@ -101,6 +101,15 @@ def test_partitioning_does_not_change_the_answer(data, tmp_path):
     assert np.array_equal(lakemeans.load(tmp_path / "m.json").predict(X), fits[0][2])
 
 
+def test_kmeans_parallel_picks_the_local_fits_start(data):
+    # One k-means|| loop with draws keyed by row values: the same seed gives the same start
+    # locally and on Spark, so one Lloyd step later the centres agree.
+    X, _, cols, df = data
+    local = lakemeans.KMeans(K, init="k-means||", max_iter=1, tol=0, random_state=7, device="cpu").fit(X)
+    model = KMeans(K, cols, maxIter=1, tol=0, seed=7, device="cpu").fit(df.repartition(3))
+    assert np.allclose(np.array(model.clusterCenters()), local.cluster_centers_, rtol=1e-5, atol=1e-5)
+
+
 def test_random_init_and_tol_stop(data):
     _, _, cols, df = data
     m = KMeans(K, cols, initMode="random", maxIter=20, tol=1e-3, seed=2, device="cpu").fit(df)

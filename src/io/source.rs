@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type};
+use arrow_array::types::{Float32Type, Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
 };
 use parquet::file::reader::Length;
 use rayon::prelude::*;
@@ -473,6 +474,56 @@ impl Source {
         })
     }
 
+    /// The integer features whose values are all distinct over the table's first `limit`
+    /// rows (at least `min_rows` of them): identifiers, most likely. Only those columns of the
+    /// first units are decoded, so the check costs a small, bounded read whatever the table.
+    pub fn distinct_integer_features(&self, limit: usize, min_rows: usize) -> Result<Vec<String>> {
+        let mut seen: Vec<(&String, std::collections::HashSet<i64>)> = Vec::new();
+        let Some(first) = self.units.first() else {
+            return Ok(Vec::new());
+        };
+        let schema = self.metas[first.file].schema();
+        for c in &self.features {
+            let ty = self
+                .targets
+                .get(c)
+                .or_else(|| schema.field_with_name(c).ok().map(|f| f.data_type()));
+            if !self.parts.contains(c) && ty.is_some_and(DataType::is_integer) {
+                seen.push((c, std::collections::HashSet::new()));
+            }
+        }
+        let mut rows = 0;
+        for u in &self.units {
+            if seen.is_empty() || rows >= limit {
+                break;
+            }
+            let path = &self.files[u.file];
+            let reader = self.unit_reader(*u, &|name| seen.iter().any(|(c, _)| *c == name))?;
+            for batch in reader {
+                let batch =
+                    batch.map_err(|e| Error::input(path, format!("cannot decode ({e})")))?;
+                let take = batch.num_rows().min(limit - rows);
+                for (name, set) in seen.iter_mut() {
+                    let arr = column_as::<Int64Type>(&batch, name, path, DataType::Int64)?;
+                    // A repeat clears the set, which then marks the column as not distinct.
+                    if !arr.iter().take(take).flatten().all(|v| set.insert(v)) {
+                        set.clear();
+                        set.shrink_to_fit();
+                    }
+                }
+                seen.retain(|(_, set)| !set.is_empty());
+                rows += take;
+                if seen.is_empty() || rows >= limit {
+                    break;
+                }
+            }
+        }
+        if rows < min_rows {
+            return Ok(Vec::new());
+        }
+        Ok(seen.into_iter().map(|(c, _)| c.clone()).collect())
+    }
+
     /// Decodes units in windows, the next window while the consumer works on this one, and
     /// hands the parts over in unit order.
     fn scan_units(&self, want: Want, f: &mut dyn FnMut(Part) -> Result<()>) -> Result<()> {
@@ -523,6 +574,46 @@ impl Source {
         Ok(())
     }
 
+    /// A reader of unit `u`'s columns that `wanted` names. Only those columns of the row
+    /// group travel from an object store.
+    fn unit_reader(
+        &self,
+        u: Unit,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<ParquetRecordBatchReader> {
+        let path = &self.files[u.file];
+        let meta = &self.metas[u.file];
+        let mut file = Blob::sized(path, self.sizes[u.file], &self.read)?;
+        let roots: Vec<usize> = meta
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| wanted(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(meta.parquet_schema(), roots);
+        // Only the projected columns of this row group travel from an object store.
+        let chunks = meta.metadata().row_group(u.row_group).columns();
+        file.prefetch(
+            chunks
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| mask.leaf_included(i))
+                .map(|(_, c)| {
+                    let (start, len) = c.byte_range();
+                    start..start + len
+                })
+                .collect(),
+        )?;
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+            .with_projection(mask)
+            .with_row_groups(vec![u.row_group])
+            .with_batch_size(DECODE_ROWS)
+            .build()
+            .map_err(|e| Error::input(path, format!("cannot read ({e})")))
+    }
+
     fn decode_unit(&self, ui: usize, want: Want) -> Result<Part> {
         let u = self.units[ui];
         let path = &self.files[u.file];
@@ -541,36 +632,9 @@ impl Source {
             cols.extend(&opts.carry);
         }
         cols.extend(self.row_filters.iter().map(|f| &f.column));
-        let meta = &self.metas[u.file];
-        let mut file = Blob::sized(path, self.sizes[u.file], &self.read)?;
-        let roots: Vec<usize> = meta
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| cols.contains(&f.name()) && !self.parts.contains(f.name()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(meta.parquet_schema(), roots);
-        // Only the projected columns of this row group travel from an object store.
-        let chunks = meta.metadata().row_group(u.row_group).columns();
-        file.prefetch(
-            chunks
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| mask.leaf_included(i))
-                .map(|(_, c)| {
-                    let (start, len) = c.byte_range();
-                    start..start + len
-                })
-                .collect(),
-        )?;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
-            .with_projection(mask)
-            .with_row_groups(vec![u.row_group])
-            .with_batch_size(DECODE_ROWS)
-            .build()
-            .map_err(|e| Error::input(path, format!("cannot read ({e})")))?;
+        let reader = self.unit_reader(u, &|name| {
+            cols.iter().any(|c| *c == name) && !self.parts.contains(name)
+        })?;
 
         let mut p = Part {
             raw: Vec::with_capacity(if want.raw { u.rows * dim } else { 0 }),

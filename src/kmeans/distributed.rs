@@ -355,26 +355,63 @@ pub type Keyed = (u64, Vec<f32>);
 /// The `m` rows with positive weight that have the smallest seeded keys: a uniform sample
 /// without replacement that any split of the rows agrees on (merge with [`smallest`]).
 pub fn smallest_keys(rows: &Dataset, m: usize, seed: u64) -> Vec<Keyed> {
+    let dim = rows.dim();
+    let mut all = Vec::new();
+    for b in rows.batches() {
+        let keys: Vec<u64> = b.values.par_chunks(dim).map(super::row_key).collect();
+        all.extend(smallest_in(
+            &keys,
+            &b.values,
+            b.weights.as_deref(),
+            dim,
+            m,
+            seed,
+        ));
+    }
+    smallest(all, m)
+}
+
+/// [`smallest_keys`] of the rows `values` (row-major) with their value keys `keys` and
+/// weights.
+pub fn smallest_in(
+    keys: &[u64],
+    values: &[f32],
+    weights: Option<&[f32]>,
+    dim: usize,
+    m: usize,
+    seed: u64,
+) -> Vec<Keyed> {
     // A round no k-means|| run reaches, so these keys are not its draws.
     let key = super::round_key(seed, 1 << 20);
-    let mut all: Vec<(u64, usize)> = (0..rows.rows())
-        .into_par_iter()
-        .filter(|&i| rows.weight(i) > 0.0)
-        .map(|i| (super::row_key(rows.row(i)) ^ key, i))
-        .collect();
+    let row = |i: usize| &values[i * dim..(i + 1) * dim];
     let order = |a: &(u64, usize), b: &(u64, usize)| {
         a.0.cmp(&b.0)
-            .then_with(|| bits(rows.row(a.1)).cmp(&bits(rows.row(b.1))))
+            .then_with(|| bits(row(a.1)).cmp(&bits(row(b.1))))
     };
-    // Only the m smallest are ordered: a partition holds millions of rows, m is about k.
-    if all.len() > m {
-        all.select_nth_unstable_by(m, order);
-        all.truncate(m);
-    }
+    // Only the m smallest are kept, chunk by chunk: a partition holds millions of rows, m is
+    // about k.
+    let keep = |mut v: Vec<(u64, usize)>| {
+        if v.len() > m {
+            v.select_nth_unstable_by(m, order);
+            v.truncate(m);
+        }
+        v
+    };
+    let chunks: Vec<Vec<(u64, usize)>> = (0..keys.len().div_ceil(CHUNK_ROWS))
+        .into_par_iter()
+        .map(|c| {
+            let lo = c * CHUNK_ROWS;
+            keep(
+                (lo..(lo + CHUNK_ROWS).min(keys.len()))
+                    .filter(|&i| weights.is_none_or(|w| w[i] > 0.0))
+                    .map(|i| (keys[i] ^ key, i))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut all = keep(chunks.concat());
     all.sort_by(order);
-    all.into_iter()
-        .map(|(k, i)| (k, rows.row(i).to_vec()))
-        .collect()
+    all.into_iter().map(|(k, i)| (k, row(i).to_vec())).collect()
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -415,6 +452,11 @@ pub struct RoundShare {
 }
 
 impl RoundShare {
+    /// A share from its part of φ and the rows it may draw.
+    pub fn new(phi: ExactSum, drawn: Vec<Drawn>) -> Self {
+        RoundShare { phi, drawn }
+    }
+
     /// `rows` (clustered space) against the candidates `cands` (row-major) of a round keyed
     /// by `round_key` that draws `l` rows in expectation.
     pub fn of(

@@ -11,7 +11,10 @@ mod init;
 mod parallel;
 
 pub use init::{kmeans_plus_plus, random_rows};
-pub use parallel::{kmeans_parallel, reduce_candidates, round_key, row_key, uniform};
+pub use parallel::{
+    ParallelPasses, kmeans_parallel, kmeans_parallel_with, parallel_seed, reduce_candidates,
+    round_key, row_key, uniform,
+};
 
 use crate::backend::{Assignment, Backend};
 use crate::data::Rows;

@@ -1,41 +1,89 @@
 //! k-means|| (scalable k-means++, Bahmani, Moseley, Vattani, Kumar and Vassilvitskii 2012), as
-//! Spark MLlib and cuML run it:
+//! Spark MLlib and cuML run it, in one loop ([`kmeans_parallel_with`]) that every engine drives:
 //!
-//! 1. one centre drawn with probability proportional to weight;
+//! 1. the first centre is the row with positive weight that has the smallest seeded key;
 //! 2. `rounds` times: every row joins the candidates independently with probability
 //!    `min(1, l · w · D² / φ)`, where `D²` is its squared distance to the nearest candidate so
-//!    far, `φ = Σ w · D²` and `l = oversampling · k`; then one pass lowers every `D²` with the
-//!    new candidates;
+//!    far, `φ = Σ w · D²` and `l = oversampling · k`;
 //! 3. each candidate is weighted by the total weight of the rows nearest to it, and weighted
-//!    greedy k-means++ reduces the candidates to `k` centres.
+//!    greedy k-means++ reduces the candidates to `k` centres; when `k` or fewer carry weight,
+//!    they are topped up with the rows of smallest seeded keys.
 //!
-//! Every pass is a scan of the row source, so this works as well on a streamed fit as in
-//! memory. The draws use a counter-based generator keyed by seed, round and row index, and the
-//! distances come from the CPU kernels whatever backend runs Lloyd, so the centres depend on
-//! neither the thread count, nor the device, nor where the rows live.
+//! The loop only decides; the passes over the rows are a [`ParallelPasses`]: the engine's
+//! ([`kmeans_parallel`]) keeps per-row state across rounds, Spark's runs a job per pass over
+//! the partitions. Every draw is keyed by seed, round and the row's values ([`row_key`]),
+//! and every sum is exact, so the centres depend on neither the thread count, nor the
+//! device, nor where the rows live, nor how they are split.
 
 use rayon::prelude::*;
 
+use super::distributed::{self, Drawn, RoundShare};
 use super::init::kmeans_plus_plus;
 use crate::backend::cpu::{CpuBackend, Pass};
 use crate::data::{Dataset, Rows, slab_blocks};
 use crate::error::{Error, Result};
+use crate::exact::ExactSum;
 use crate::rng::Rng;
 
 /// Rows per block of the distance passes and reductions.
 const BLOCK_ROWS: usize = 4096;
 
-/// Per-row state kept between rounds.
-struct Near {
-    /// Squared distance to the nearest candidate.
-    d2: Vec<f32>,
-    /// Index of that candidate.
-    idx: Vec<u32>,
-    /// Row weights (empty when unweighted).
-    w: Vec<f32>,
+/// The passes over the rows that k-means|| makes. [`kmeans_parallel_with`] makes every decision from what
+/// they return, so every engine runs the same k-means||.
+pub trait ParallelPasses {
+    /// The `m` rows with positive weight that have the smallest seeded keys
+    /// ([`distributed::smallest_keys`] under `seed`), row-major, in key order: the first
+    /// centre and the top-up.
+    fn spare(&mut self, m: usize, seed: u64) -> Result<Vec<f32>>;
+    /// Lowers every row's D² with the candidates `new` (added after the earlier ones) and
+    /// returns the shares of the round keyed by `round_key` that draws `l` rows in
+    /// expectation: one for the whole table, or one per part of it.
+    fn round(&mut self, new: &[f32], l: f64, round_key: u64) -> Result<Vec<RoundShare>>;
+    /// Per candidate of `cands` (all of them, row-major), the total weight of the rows
+    /// nearest to it.
+    fn weights(&mut self, cands: &[f32]) -> Result<Vec<f64>>;
 }
 
-/// `k` initial centroids by k-means|| over `data`.
+/// `k` centres by k-means|| over the rows behind `passes` (`dim` features), every draw
+/// keyed by `seed`.
+pub fn kmeans_parallel_with(
+    passes: &mut dyn ParallelPasses,
+    dim: usize,
+    k: usize,
+    rounds: usize,
+    oversampling: f64,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let spare = passes.spare(k, seed)?;
+    let Some(first) = spare.get(..dim) else {
+        return Err(Error::Usage(
+            "k-means|| needs a row with positive weight".into(),
+        ));
+    };
+    let mut cands = first.to_vec();
+    let mut new = cands.clone();
+    let l = oversampling * k as f64;
+    for round in 0..rounds {
+        let key = round_key(seed, round);
+        let (phi, drawn) = distributed::merge_round(&passes.round(&new, l, key)?, l, key);
+        if phi <= 0.0 {
+            break;
+        }
+        new = drawn.into_iter().flat_map(|(_, v)| v).collect();
+        cands.extend_from_slice(&new);
+    }
+    let weights = passes.weights(&cands)?;
+    distributed::finish_parallel(&cands, &weights, &spare, k, seed)
+}
+
+/// The seed of the k-means|| draws of a fit seeded with `seed`: what [`kmeans_parallel`]
+/// takes from the first run's generator, so a driver of its own (Spark's) picks the
+/// same centres as the command line for the same `--seed`.
+pub fn parallel_seed(seed: u64) -> u64 {
+    Rng::derive(seed, 0).next_u64()
+}
+
+/// `k` initial centroids by k-means|| over `data`, in memory or streamed.
 pub fn kmeans_parallel(
     data: &dyn Rows,
     k: usize,
@@ -43,52 +91,187 @@ pub fn kmeans_parallel(
     oversampling: f64,
     rng: &mut Rng,
 ) -> Result<Vec<f32>> {
-    let (n, dim) = (data.rows(), data.dim());
-    let key = rng.next_u64();
-    let first = first_row(data, rng.uniform())?;
-    let mut cands: Vec<f32> = data
-        .gather(&[first])?
-        .into_iter()
-        .flat_map(|(v, _)| v)
-        .collect();
-    let mut near = Near {
+    let n = data.rows();
+    let mut passes = Near {
+        data,
         d2: vec![f32::INFINITY; n],
         idx: vec![0; n],
         w: Vec::new(),
+        key: vec![0; n],
+        seen: 0,
     };
-    let mut phi = lower(data, &mut near, &cands, 0)?;
-    let l = oversampling * k as f64;
-    for round in 0..rounds {
-        if phi <= 0.0 {
-            break;
+    kmeans_parallel_with(
+        &mut passes,
+        data.dim(),
+        k,
+        rounds,
+        oversampling,
+        rng.next_u64(),
+    )
+}
+
+/// The engine's passes: per-row state kept between rounds, so a round scans the rows once
+/// against its new candidates only, and draws need no scan at all.
+struct Near<'a> {
+    data: &'a dyn Rows,
+    /// Squared distance to the nearest candidate.
+    d2: Vec<f32>,
+    /// Index of that candidate.
+    idx: Vec<u32>,
+    /// Row weights (empty when unweighted).
+    w: Vec<f32>,
+    /// Row value keys ([`row_key`]), hashed once in the first pass.
+    key: Vec<u64>,
+    /// Candidates the distances account for.
+    seen: usize,
+}
+
+impl ParallelPasses for Near<'_> {
+    fn spare(&mut self, m: usize, seed: u64) -> Result<Vec<f32>> {
+        let dim = self.data.dim();
+        if self.data.is_weighted() {
+            self.w = vec![0.0; self.data.rows()];
         }
-        let round_key = round_key(key, round);
-        let picked = sample(&near, l / phi, round_key);
-        if picked.is_empty() {
-            continue;
-        }
-        let base = cands.len() / dim;
-        let new: Vec<f32> = data
-            .gather(&picked)?
+        let mut all = Vec::new();
+        let (key, w) = (&mut self.key, &mut self.w);
+        self.data.scan(&mut |start, slab| {
+            let rows = slab.rows(dim);
+            let keys = &mut key[start..start + rows];
+            keys.par_chunks_mut(BLOCK_ROWS)
+                .zip(slab.values.par_chunks(BLOCK_ROWS * dim))
+                .for_each(|(k, x)| {
+                    for (k, row) in k.iter_mut().zip(x.chunks_exact(dim)) {
+                        *k = row_key(row);
+                    }
+                });
+            if let Some(sw) = &slab.weights {
+                w[start..start + rows].copy_from_slice(sw);
+            }
+            let weights = slab.weights.as_deref();
+            all.extend(distributed::smallest_in(
+                keys,
+                &slab.values,
+                weights,
+                dim,
+                m,
+                seed,
+            ));
+            Ok(())
+        })?;
+        Ok(distributed::smallest(all, m)
             .into_iter()
-            .flat_map(|(v, _)| v)
-            .collect();
-        phi = lower(data, &mut near, &new, base)?;
-        cands.extend(new);
+            .flat_map(|(_, v)| v)
+            .collect())
     }
-    let m = cands.len() / dim;
-    let mut weight = vec![0f64; m];
-    let weighted = !near.w.is_empty();
-    for (i, &c) in near.idx.iter().enumerate() {
-        weight[c as usize] += if weighted { near.w[i] as f64 } else { 1.0 };
-    }
-    drop(near);
-    match reduce_candidates(&cands, &weight, k, rng)? {
-        Some(centres) => Ok(centres),
-        None => {
-            let live: Vec<usize> = (0..m).filter(|&c| weight[c] > 0.0).collect();
-            fill_up(data, k, &cands, &live, key)
+
+    fn round(&mut self, new: &[f32], l: f64, round_key: u64) -> Result<Vec<RoundShare>> {
+        let phi = self.lower(new)?;
+        let total = phi.value();
+        let mut drawn = Vec::new();
+        if total > 0.0 {
+            let picked = self.sample(l / total, round_key);
+            let rows = self.data.gather(&picked)?;
+            drawn = picked
+                .iter()
+                .zip(rows)
+                .map(|(&i, (row, weight))| Drawn {
+                    key: self.key[i],
+                    weight,
+                    d2: self.d2[i],
+                    row,
+                })
+                .collect();
         }
+        Ok(vec![RoundShare::new(phi, drawn)])
+    }
+
+    fn weights(&mut self, cands: &[f32]) -> Result<Vec<f64>> {
+        let dim = self.data.dim();
+        self.lower(&cands[self.seen * dim..])?;
+        if self.w.is_empty() {
+            let mut counts = vec![0u64; self.seen];
+            self.idx.iter().for_each(|&c| counts[c as usize] += 1);
+            return Ok(counts.into_iter().map(|c| c as f64).collect());
+        }
+        let mut sums = vec![ExactSum::default(); self.seen];
+        for (&c, &w) in self.idx.iter().zip(&self.w) {
+            sums[c as usize].add(w as f64);
+        }
+        Ok(sums.iter().map(ExactSum::value).collect())
+    }
+}
+
+impl Near<'_> {
+    /// One pass: lowers every row's distance with the candidates `new`, numbered after those
+    /// seen, and returns the new potential φ.
+    fn lower(&mut self, new: &[f32]) -> Result<ExactSum> {
+        let dim = self.data.dim();
+        let m = new.len() / dim;
+        let base = self.seen as u32;
+        self.seen += m;
+        let mut phi = ExactSum::default();
+        if m == 0 {
+            for (i, &d) in self.d2.iter().enumerate() {
+                phi.add(self.w.get(i).map_or(1.0, |&w| w as f64) * d as f64);
+            }
+            return Ok(phi);
+        }
+        let pass = Pass::new(new, m, dim, true, false);
+        let (near_d2, near_idx) = (&mut self.d2, &mut self.idx);
+        self.data.scan(&mut |start, slab| {
+            let rows = slab.rows(dim);
+            let blocks = slab_blocks(start, rows, BLOCK_ROWS);
+            let d2 = &mut near_d2[start..start + rows];
+            let idx = &mut near_idx[start..start + rows];
+            let mut parts: Vec<(&mut [f32], &mut [u32])> = d2
+                .chunks_mut(BLOCK_ROWS)
+                .zip(idx.chunks_mut(BLOCK_ROWS))
+                .collect();
+            let sums: Vec<ExactSum> = parts
+                .par_iter_mut()
+                .zip(&blocks)
+                .map(|((d2, idx), blk)| {
+                    let x = &slab.values[blk.start * dim..(blk.start + blk.len) * dim];
+                    let mut lab = vec![0u32; blk.len];
+                    let mut dist = vec![0f32; blk.len];
+                    pass.block(x, None, &mut lab, &mut dist);
+                    let mut s = ExactSum::default();
+                    for r in 0..blk.len {
+                        if dist[r] < d2[r] {
+                            d2[r] = dist[r];
+                            idx[r] = base + lab[r];
+                        }
+                        let w = slab
+                            .weights
+                            .as_ref()
+                            .map_or(1.0, |w| w[blk.start + r] as f64);
+                        s.add(w * d2[r] as f64);
+                    }
+                    s
+                })
+                .collect();
+            sums.iter().for_each(|s| phi.merge(s));
+            Ok(())
+        })?;
+        Ok(phi)
+    }
+
+    /// Rows drawn with probability `min(1, scale · w · D²)`, each by its own draw.
+    fn sample(&self, scale: f64, round_key: u64) -> Vec<usize> {
+        let n = self.d2.len();
+        let chunks: Vec<Vec<usize>> = (0..n.div_ceil(BLOCK_ROWS))
+            .into_par_iter()
+            .map(|b| {
+                let lo = b * BLOCK_ROWS;
+                (lo..(lo + BLOCK_ROWS).min(n))
+                    .filter(|&i| {
+                        let w = self.w.get(i).copied().unwrap_or(1.0);
+                        draws(scale, w, self.d2[i], round_key, self.key[i])
+                    })
+                    .collect()
+            })
+            .collect();
+        chunks.concat()
     }
 }
 
@@ -117,135 +300,12 @@ pub fn reduce_candidates(
     kmeans_plus_plus(&pool, &mut cpu, k, rng).map(Some)
 }
 
-/// The row at which the running weight first reaches `u` times the total.
-fn first_row(data: &dyn Rows, u: f64) -> Result<usize> {
-    let n = data.rows();
-    if !data.is_weighted() {
-        return Ok(((u * n as f64) as usize).min(n - 1));
-    }
-    let target = u * data.total_weight();
-    let dim = data.dim();
-    let (mut acc, mut found, mut last_positive) = (0.0f64, None, 0);
-    data.scan(&mut |start, b| {
-        if found.is_some() {
-            return Ok(());
-        }
-        if let Some(w) = &b.weights {
-            for (r, &wr) in w.iter().enumerate().take(b.rows(dim)) {
-                if wr > 0.0 {
-                    last_positive = start + r;
-                    acc += wr as f64;
-                    if acc > target {
-                        found = Some(start + r);
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
-    })?;
-    Ok(found.unwrap_or(last_positive))
-}
-
-/// One pass: lowers every row's distance with the candidates `new` (numbered from `base`),
-/// keeps the weights on the first pass, and returns the new potential φ, reduced in block order.
-fn lower(data: &dyn Rows, near: &mut Near, new: &[f32], base: usize) -> Result<f64> {
-    let dim = data.dim();
-    let m = new.len() / dim;
-    let pass = Pass::new(new, m, dim, true, false);
-    let keep_w = base == 0 && data.is_weighted();
-    if keep_w {
-        near.w = vec![0.0; data.rows()];
-    }
-    let mut phi = 0.0f64;
-    data.scan(&mut |start, slab| {
-        let rows = slab.rows(dim);
-        let blocks = slab_blocks(start, rows, BLOCK_ROWS);
-        let d2 = &mut near.d2[start..start + rows];
-        let idx = &mut near.idx[start..start + rows];
-        if keep_w && let Some(w) = &slab.weights {
-            near.w[start..start + rows].copy_from_slice(w);
-        }
-        let mut parts: Vec<(&mut [f32], &mut [u32])> = d2
-            .chunks_mut(BLOCK_ROWS)
-            .zip(idx.chunks_mut(BLOCK_ROWS))
-            .collect();
-        let sums: Vec<f64> = parts
-            .par_iter_mut()
-            .zip(&blocks)
-            .map(|((d2, idx), blk)| {
-                let x = &slab.values[blk.start * dim..(blk.start + blk.len) * dim];
-                let mut lab = vec![0u32; blk.len];
-                let mut dist = vec![0f32; blk.len];
-                pass.block(x, None, &mut lab, &mut dist);
-                let mut s = 0.0f64;
-                for r in 0..blk.len {
-                    if dist[r] < d2[r] {
-                        d2[r] = dist[r];
-                        idx[r] = (base as u32) + lab[r];
-                    }
-                    let w = slab
-                        .weights
-                        .as_ref()
-                        .map_or(1.0, |w| w[blk.start + r] as f64);
-                    s += w * d2[r] as f64;
-                }
-                s
-            })
-            .collect();
-        phi += sums.iter().sum::<f64>();
-        Ok(())
-    })?;
-    Ok(phi)
-}
-
-/// Rows drawn with probability `min(1, scale · w · D²)`, each by its own counter-based draw.
-fn sample(near: &Near, scale: f64, key: u64) -> Vec<usize> {
-    let n = near.d2.len();
-    let chunks: Vec<Vec<usize>> = (0..n.div_ceil(BLOCK_ROWS))
-        .into_par_iter()
-        .map(|b| {
-            let lo = b * BLOCK_ROWS;
-            (lo..(lo + BLOCK_ROWS).min(n))
-                .filter(|&i| {
-                    let w = near.w.get(i).copied().unwrap_or(1.0);
-                    draws(scale, w, near.d2[i], key, i as u64)
-                })
-                .collect()
-        })
-        .collect();
-    chunks.concat()
-}
-
 /// Whether row `id` joins the candidates of the round keyed by `key`: with probability
-/// `min(1, scale · w · D²)`, by its own counter-based draw. The streaming engine numbers rows
-/// by their index; Spark by their values ([`row_key`]), which any split of the rows agrees on.
+/// `min(1, scale · w · D²)`, by its own counter-based draw. Rows are numbered by their values
+/// ([`row_key`]), which any split of the rows agrees on.
 pub fn draws(scale: f64, w: f32, d2: f32, key: u64, id: u64) -> bool {
     let p = scale * w as f64 * d2 as f64;
     p > 0.0 && uniform(key, id) < p
-}
-
-/// Too few distinct candidates (the data has fewer than `k` distinct rows with weight, or the
-/// rounds stopped early): keep them all and add rows spread evenly over the table.
-fn fill_up(data: &dyn Rows, k: usize, cands: &[f32], live: &[usize], key: u64) -> Result<Vec<f32>> {
-    let dim = data.dim();
-    let n = data.rows();
-    let mut out: Vec<f32> = live
-        .iter()
-        .flat_map(|&c| cands[c * dim..(c + 1) * dim].iter().copied())
-        .collect();
-    let need = k - live.len();
-    if need > 0 {
-        let offset = (splitmix(key) % n as u64) as usize;
-        let idx: Vec<usize> = (0..need).map(|i| (offset + i * n / need) % n).collect();
-        out.extend(data.gather(&idx)?.into_iter().flat_map(|(v, _)| v));
-    }
-    if out.len() != k * dim {
-        return Err(Error::Internal(
-            "k-means|| produced the wrong number of centres".into(),
-        ));
-    }
-    Ok(out)
 }
 
 /// The key of sampling round `round` (0-based) under a run's `key`.
@@ -255,9 +315,35 @@ pub fn round_key(key: u64, round: usize) -> u64 {
 
 /// A key for a row from its values alone, for workers that do not know the row's index in
 /// the table (Spark partitions): draws keyed by it do not depend on how rows are split.
+/// Eight 32-bit lanes of one multiply a value (one vector instruction for eight values),
+/// then a full mix: the engine hashes every row once, and this keeps that pass bound by
+/// memory, not by the multiplier.
 pub fn row_key(row: &[f32]) -> u64 {
-    row.iter().fold(0x6c61_6b65_6d65_616e, |h, v| {
-        splitmix(h ^ v.to_bits() as u64)
+    const M: u32 = 0x9e37_79b1;
+    let mut lanes: [u32; 8] = [
+        0x6c61_6b65,
+        0x6d65_616e,
+        0x7320_726f,
+        0x7720_6b65,
+        0x7973_2020,
+        0x6f6e_6520,
+        0x6c6f_6f70,
+        0x2121_2121,
+    ];
+    let step = |h: &mut u32, v: &f32| {
+        let x = (*h ^ v.to_bits()).wrapping_mul(M);
+        *h = x ^ (x >> 15);
+    };
+    let mut eights = row.chunks_exact(8);
+    for e in &mut eights {
+        lanes.iter_mut().zip(e).for_each(|(h, v)| step(h, v));
+    }
+    lanes
+        .iter_mut()
+        .zip(eights.remainder())
+        .for_each(|(h, v)| step(h, v));
+    lanes.chunks_exact(2).fold(row.len() as u64, |acc, p| {
+        splitmix(acc ^ ((p[0] as u64) << 32 | p[1] as u64))
     })
 }
 
@@ -272,4 +358,102 @@ fn splitmix(mut z: u64) -> u64 {
 pub fn uniform(key: u64, i: u64) -> f64 {
     (splitmix(key ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 11) as f64
         * (1.0 / (1u64 << 53) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::DeviceChoice;
+    use crate::kmeans::distributed::Partials;
+
+    /// The passes as a Spark driver runs them: parts that keep no state, each pass against
+    /// all candidates so far.
+    struct Split {
+        parts: Vec<Dataset>,
+        cands: Vec<f32>,
+    }
+
+    impl ParallelPasses for Split {
+        fn spare(&mut self, m: usize, seed: u64) -> Result<Vec<f32>> {
+            let all = self
+                .parts
+                .iter()
+                .flat_map(|p| distributed::smallest_keys(p, m, seed))
+                .collect();
+            Ok(distributed::smallest(all, m)
+                .into_iter()
+                .flat_map(|(_, v)| v)
+                .collect())
+        }
+
+        fn round(&mut self, new: &[f32], l: f64, key: u64) -> Result<Vec<RoundShare>> {
+            self.cands.extend_from_slice(new);
+            self.parts
+                .iter()
+                .map(|p| RoundShare::of(p, &self.cands, l, key, DeviceChoice::Cpu))
+                .collect()
+        }
+
+        fn weights(&mut self, cands: &[f32]) -> Result<Vec<f64>> {
+            let dim = self.parts[0].dim();
+            let m = cands.len() / dim;
+            let mut all = Partials::new(m, dim);
+            for p in &self.parts {
+                all.merge(&Partials::of(p, cands, m, DeviceChoice::Cpu)?)?;
+            }
+            Ok(all.step().weights)
+        }
+    }
+
+    fn table(n: usize, dim: usize, weighted: bool) -> Dataset {
+        let mut rng = Rng::derive(7, 1);
+        let v = (0..n * dim)
+            .map(|i| ((i / dim) % 9) as f32 * 10.0 + rng.uniform() as f32)
+            .collect();
+        let w = weighted.then(|| (0..n).map(|i| (i % 4) as f32 * 0.5).collect());
+        Dataset::from_rows(dim, v, w)
+    }
+
+    fn split(d: &Dataset, cuts: &[usize]) -> Vec<Dataset> {
+        let mut lo = 0;
+        cuts.iter()
+            .chain([&d.rows()])
+            .map(|&hi| {
+                let v = (lo..hi).flat_map(|i| d.row(i).to_vec()).collect();
+                let w = d
+                    .is_weighted()
+                    .then(|| (lo..hi).map(|i| d.weight(i)).collect());
+                lo = hi;
+                Dataset::from_rows(d.dim(), v, w)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_engine_and_a_split_table_pick_the_same_centres() {
+        for weighted in [false, true] {
+            let d = table(20_000, 3, weighted);
+            for (k, seed) in [(9, 1), (20, 2), (4, 3)] {
+                let n = d.rows();
+                let mut near = Near {
+                    data: &d,
+                    d2: vec![f32::INFINITY; n],
+                    idx: vec![0; n],
+                    w: Vec::new(),
+                    key: vec![0; n],
+                    seen: 0,
+                };
+                let whole = kmeans_parallel_with(&mut near, 3, k, 2, 2.0, seed).unwrap();
+                assert_eq!(whole.len(), k * 3);
+                for cuts in [vec![7], vec![5_000, 5_001, 13_000]] {
+                    let mut parts = Split {
+                        parts: split(&d, &cuts),
+                        cands: Vec::new(),
+                    };
+                    let got = kmeans_parallel_with(&mut parts, 3, k, 2, 2.0, seed).unwrap();
+                    assert_eq!(got, whole, "k {k}, seed {seed}, weighted {weighted}");
+                }
+            }
+        }
+    }
 }
