@@ -358,7 +358,8 @@ pub fn smallest_keys(rows: &Dataset, m: usize, seed: u64) -> Vec<Keyed> {
     let dim = rows.dim();
     let mut all = Vec::new();
     for b in rows.batches() {
-        let keys: Vec<u64> = b.values.par_chunks(dim).map(super::row_key).collect();
+        let mut keys = vec![0u64; b.values.len() / dim.max(1)];
+        super::parallel::row_keys(&b.values, dim, &mut keys);
         all.extend(smallest_in(
             &keys,
             &b.values,
@@ -397,16 +398,30 @@ pub fn smallest_in(
         }
         v
     };
+    if m == 0 {
+        return Vec::new();
+    }
+    // Each chunk keeps a running cut: once it holds 2m rows it keeps the m smallest, and a
+    // row whose key is above the largest of them can never be among the m smallest, so most
+    // rows cost one compare.
     let chunks: Vec<Vec<(u64, usize)>> = (0..keys.len().div_ceil(CHUNK_ROWS))
         .into_par_iter()
         .map(|c| {
             let lo = c * CHUNK_ROWS;
-            keep(
-                (lo..(lo + CHUNK_ROWS).min(keys.len()))
-                    .filter(|&i| weights.is_none_or(|w| w[i] > 0.0))
-                    .map(|i| (keys[i] ^ key, i))
-                    .collect(),
-            )
+            let mut v = Vec::with_capacity(2 * m);
+            let mut cut = u64::MAX;
+            for i in lo..(lo + CHUNK_ROWS).min(keys.len()) {
+                let k = keys[i] ^ key;
+                if k > cut || weights.is_some_and(|w| !(w[i] > 0.0)) {
+                    continue;
+                }
+                v.push((k, i));
+                if v.len() == 2 * m {
+                    v = keep(v);
+                    cut = v.iter().map(|e| e.0).max().unwrap_or(u64::MAX);
+                }
+            }
+            keep(v)
         })
         .collect();
     let mut all = keep(chunks.concat());
@@ -781,6 +796,31 @@ mod tests {
         let id = Scaler::identity(3);
         let mv = crate::data::Rows::moments(&d).mean_variance();
         assert!((whole.mean_variance(&id) - mv).abs() < 1e-9 * mv);
+    }
+
+    #[test]
+    fn the_smallest_keys_are_those_of_a_full_sort() {
+        // More rows than one chunk, some with zero weight, and repeated rows (equal keys).
+        let (n, dim) = (40_000, 3);
+        let mut rng = crate::rng::Rng::derive(9, 1);
+        let mut v: Vec<f32> = (0..n * dim)
+            .map(|_| (rng.uniform() * 4.0).floor() as f32)
+            .collect();
+        v[..dim].fill(1.0);
+        let w: Vec<f32> = (0..n).map(|i| if i % 7 == 0 { 0.0 } else { 1.0 }).collect();
+        let mut keys = vec![0u64; n];
+        super::super::parallel::row_keys(&v, dim, &mut keys);
+        let key = super::super::round_key(5, 1 << 20);
+        for m in [0, 1, 5, 64, 200] {
+            let got = smallest_in(&keys, &v, Some(&w), dim, m, 5);
+            let mut all: Vec<Keyed> = (0..n)
+                .filter(|&i| w[i] > 0.0)
+                .map(|i| (keys[i] ^ key, v[i * dim..(i + 1) * dim].to_vec()))
+                .collect();
+            sort_keyed(&mut all);
+            all.truncate(m);
+            assert_eq!(got, all, "m = {m}");
+        }
     }
 
     #[test]

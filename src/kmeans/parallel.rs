@@ -137,13 +137,7 @@ impl ParallelPasses for Near<'_> {
         self.data.scan(&mut |start, slab| {
             let rows = slab.rows(dim);
             let keys = &mut key[start..start + rows];
-            keys.par_chunks_mut(BLOCK_ROWS)
-                .zip(slab.values.par_chunks(BLOCK_ROWS * dim))
-                .for_each(|(k, x)| {
-                    for (k, row) in k.iter_mut().zip(x.chunks_exact(dim)) {
-                        *k = row_key(row);
-                    }
-                });
+            row_keys(&slab.values, dim, keys);
             if let Some(sw) = &slab.weights {
                 w[start..start + rows].copy_from_slice(sw);
             }
@@ -318,6 +312,7 @@ pub fn round_key(key: u64, round: usize) -> u64 {
 /// Eight 32-bit lanes of one multiply a value (one vector instruction for eight values),
 /// then a full mix: the engine hashes every row once, and this keeps that pass bound by
 /// memory, not by the multiplier.
+#[inline(always)]
 pub fn row_key(row: &[f32]) -> u64 {
     const M: u32 = 0x9e37_79b1;
     let mut lanes: [u32; 8] = [
@@ -345,6 +340,36 @@ pub fn row_key(row: &[f32]) -> u64 {
     lanes.chunks_exact(2).fold(row.len() as u64, |acc, p| {
         splitmix(acc ^ ((p[0] as u64) << 32 | p[1] as u64))
     })
+}
+
+/// [`row_key`] of every row of `values` (row-major) into `out`, in parallel. On AVX2 the
+/// eight-lane multiply is one instruction; the baseline has no 32-bit lane multiply and
+/// emulates it. The keys are the same integers either way.
+pub fn row_keys(values: &[f32], dim: usize, out: &mut [u64]) {
+    #[inline(always)]
+    fn block(x: &[f32], dim: usize, out: &mut [u64]) {
+        for (k, row) in out.iter_mut().zip(x.chunks_exact(dim)) {
+            *k = row_key(row);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn block_avx2(x: &[f32], dim: usize, out: &mut [u64]) {
+        block(x, dim, out)
+    }
+    let dim = dim.max(1);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    out.par_chunks_mut(BLOCK_ROWS)
+        .zip(values.par_chunks(BLOCK_ROWS * dim))
+        .for_each(|(k, x)| {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU has AVX2 (checked above).
+                return unsafe { block_avx2(x, dim, k) };
+            }
+            block(x, dim, k)
+        });
 }
 
 fn splitmix(mut z: u64) -> u64 {
