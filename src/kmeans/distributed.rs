@@ -412,7 +412,7 @@ pub fn smallest_in(
             let mut cut = u64::MAX;
             for i in lo..(lo + CHUNK_ROWS).min(keys.len()) {
                 let k = keys[i] ^ key;
-                if k > cut || weights.is_some_and(|w| !(w[i] > 0.0)) {
+                if k > cut || !weights.is_none_or(|w| w[i] > 0.0) {
                     continue;
                 }
                 v.push((k, i));
