@@ -286,9 +286,9 @@ impl Pass {
     }
 
     /// The whole pass over one block of rows (`x` row-major, `w` their weights): each row's
-    /// nearest centroid and exact squared distance go to `labels` and `dists` (whose old
-    /// labels count the changes), and the block's inertia and, with `update`, its f64
-    /// per-cluster sums come back. The block is read once, while it is in cache.
+    /// nearest centroid and squared distance (‖x − c‖² computed directly, not from the score)
+    /// go to `labels` and `dists` (whose old labels count the changes), and the block's inertia
+    /// and, with `update`, its per-cluster sums come back. The block is read once, while it is in cache.
     pub fn block(
         &self,
         x: &[f32],

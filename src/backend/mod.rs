@@ -69,7 +69,7 @@ pub trait Backend: Seeder {
     /// lowest row.
     fn farthest(&mut self, m: usize) -> Result<Vec<FarPoint>>;
 
-    /// Labels and exact distances of the last step, handed over (a backend may give up its
+    /// Labels and distances (‖x − c‖², not the expanded score) of the last step, handed over (a backend may give up its
     /// copy: call it once, after the last step that matters).
     fn assignment(&mut self) -> Result<Assignment>;
 }
