@@ -331,18 +331,42 @@ impl Pass {
     #[inline(always)]
     unsafe fn settle<V: Simd>(&self, b: &mut BlockRows, part: &mut Partial, r: usize, j: usize) {
         let dim = self.dim;
+        // SAFETY: the caller runs with `V`'s instruction set.
+        unsafe {
+            let d = V::dist(
+                &b.x[r * dim..(r + 1) * dim],
+                &self.cents[j * dim..(j + 1) * dim],
+            );
+            self.record::<V>(b, part, r, j, d);
+        }
+    }
+
+    /// [`Pass::settle`] once the distance `d` of row `r` to its winner `j` is known (the
+    /// eight-rows kernel computes eight at a time).
+    ///
+    /// # Safety
+    /// `V`'s instruction set must be enabled in the caller.
+    #[inline(always)]
+    unsafe fn record<V: Simd>(
+        &self,
+        b: &mut BlockRows,
+        part: &mut Partial,
+        r: usize,
+        j: usize,
+        d: f32,
+    ) {
+        let dim = self.dim;
         let xr = &b.x[r * dim..(r + 1) * dim];
         part.changed += (self.first || b.labels[r] != j as u32) as u64;
         b.labels[r] = j as u32;
-        // SAFETY: the caller runs with `V`'s instruction set.
-        let d = unsafe { V::dist(xr, &self.cents[j * dim..(j + 1) * dim]) };
         b.dists[r] = d;
         let w = b.w.map_or(1.0, |w| w[r]);
         part.lanes[r % 8] += w as f64 * d as f64;
         if self.update {
             part.weights[j] += w as f64;
             part.sub_rows[j] += 1;
-            scale_add(&mut part.sub[j * dim..(j + 1) * dim], xr, w);
+            // SAFETY: as above.
+            unsafe { V::scale_add(&mut part.sub[j * dim..(j + 1) * dim], xr, w) };
             if (r + 1).is_multiple_of(SUB_ROWS) {
                 part.fold(dim);
             }
@@ -441,6 +465,11 @@ trait Simd: Copy {
     #[inline(always)]
     unsafe fn dist(a: &[f32], b: &[f32]) -> f32 {
         dist_portable(a, b)
+    }
+    /// [`scale_add`]: the same bits on every instruction set.
+    #[inline(always)]
+    unsafe fn scale_add(s: &mut [f32], x: &[f32], w: f32) {
+        scale_add(s, x, w)
     }
     /// [`lanes`] at `cols.len() / dim` lanes, with this set's rows per tile (about eight
     /// vector accumulators live).
@@ -657,7 +686,7 @@ mod x86 {
     /// # Safety
     /// AVX2 must be enabled in the caller; `s` and `x` must be valid for `dim` values.
     #[inline(always)]
-    pub(super) unsafe fn scale_add8(s: *mut f32, x: *const f32, w: f32, dim: usize) {
+    unsafe fn scale_add8(s: *mut f32, x: *const f32, w: f32, dim: usize) {
         let full = dim / 8;
         unsafe {
             let wv = _mm256_set1_ps(w);
@@ -728,6 +757,11 @@ mod x86 {
             unsafe { dist8(a, b) }
         }
         #[inline(always)]
+        unsafe fn scale_add(s: &mut [f32], x: &[f32], w: f32) {
+            assert_eq!(s.len(), x.len());
+            unsafe { scale_add8(s.as_mut_ptr(), x.as_ptr(), w, x.len()) }
+        }
+        #[inline(always)]
         unsafe fn lanes(
             pass: &Pass,
             cols: &[f32],
@@ -779,6 +813,11 @@ mod x86 {
         #[inline(always)]
         unsafe fn dist(a: &[f32], b: &[f32]) -> f32 {
             unsafe { dist8(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn scale_add(s: &mut [f32], x: &[f32], w: f32) {
+            assert_eq!(s.len(), x.len());
+            unsafe { scale_add8(s.as_mut_ptr(), x.as_ptr(), w, x.len()) }
         }
         #[inline(always)]
         unsafe fn lanes(

@@ -91,17 +91,8 @@ pub fn kmeans_parallel(
     oversampling: f64,
     rng: &mut Rng,
 ) -> Result<Vec<f32>> {
-    let n = data.rows();
-    let mut passes = Near {
-        data,
-        d2: vec![f32::INFINITY; n],
-        idx: vec![0; n],
-        w: Vec::new(),
-        key: vec![0; n],
-        seen: 0,
-    };
     kmeans_parallel_with(
-        &mut passes,
+        &mut Near::new(data),
         data.dim(),
         k,
         rounds,
@@ -195,7 +186,20 @@ impl ParallelPasses for Near<'_> {
     }
 }
 
-impl Near<'_> {
+impl<'a> Near<'a> {
+    /// No candidate yet: every row infinitely far.
+    fn new(data: &'a dyn Rows) -> Self {
+        let n = data.rows();
+        Near {
+            data,
+            d2: vec![f32::INFINITY; n],
+            idx: vec![0; n],
+            w: Vec::new(),
+            key: vec![0; n],
+            seen: 0,
+        }
+    }
+
     /// One pass: lowers every row's distance with the candidates `new`, numbered after those
     /// seen, and returns the new potential φ.
     fn lower(&mut self, new: &[f32]) -> Result<ExactSum> {
@@ -459,16 +463,7 @@ mod tests {
         for weighted in [false, true] {
             let d = table(20_000, 3, weighted);
             for (k, seed) in [(9, 1), (20, 2), (4, 3)] {
-                let n = d.rows();
-                let mut near = Near {
-                    data: &d,
-                    d2: vec![f32::INFINITY; n],
-                    idx: vec![0; n],
-                    w: Vec::new(),
-                    key: vec![0; n],
-                    seen: 0,
-                };
-                let whole = kmeans_parallel_with(&mut near, 3, k, 2, 2.0, seed).unwrap();
+                let whole = kmeans_parallel_with(&mut Near::new(&d), 3, k, 2, 2.0, seed).unwrap();
                 assert_eq!(whole.len(), k * 3);
                 for cuts in [vec![7], vec![5_000, 5_001, 13_000]] {
                     let mut parts = Split {

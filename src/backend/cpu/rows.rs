@@ -18,8 +18,8 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{diff_sq8, scale_add8};
-use super::{BlockRows, Partial, Pass, SUB_ROWS};
+use super::x86::{Avx2, diff_sq8};
+use super::{BlockRows, Partial, Pass};
 
 /// Most centroids whose accumulators stay in registers (16 vector registers on AVX2).
 const MAX_GROUP: usize = 12;
@@ -150,7 +150,8 @@ unsafe fn run<const G: usize>(pass: &Pass, cols: &Cols, b: &mut BlockRows, part:
             }
             let mut lab = [0u32; 8];
             _mm256_storeu_si256(lab.as_mut_ptr() as *mut __m256i, bi);
-            // Each row against its winner in the rows' layout, as `Pass::settle` does.
+            // Each row against its winner in the rows' layout, as `Pass::settle` does, eight
+            // distances reduced together; then recorded as `settle` records them.
             let mut diffs = [_mm256_setzero_ps(); 8];
             for r in 0..n {
                 let j = lab[r] as usize;
@@ -159,22 +160,9 @@ unsafe fn run<const G: usize>(pass: &Pass, cols: &Cols, b: &mut BlockRows, part:
             let mut dist = [0.0f32; 8];
             _mm256_storeu_ps(dist.as_mut_ptr(), reduce8(diffs));
             for r in 0..n {
-                let (row, j) = (i + r, lab[r] as usize);
-                part.changed += (pass.first || b.labels[row] != j as u32) as u64;
-                b.labels[row] = j as u32;
-                b.dists[row] = dist[r];
-                let w = b.w.map_or(1.0, |w| w[row]);
-                part.lanes[r] += w as f64 * dist[r] as f64;
-                if pass.update {
-                    part.weights[j] += w as f64;
-                    part.sub_rows[j] += 1;
-                    scale_add8(part.sub.as_mut_ptr().add(j * dim), xp[r], w, dim);
-                }
+                pass.record::<Avx2>(b, part, i + r, lab[r] as usize, dist[r]);
             }
             i += 8;
-            if pass.update && i.is_multiple_of(SUB_ROWS) {
-                part.fold(dim);
-            }
         }
     }
 }
