@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 from typing import Sequence
 
@@ -58,6 +59,16 @@ def _rows(batches, cols, weight):
     return _native.rows_from_stream(t.select(list(cols)), w)
 
 
+def _as_f32(df, cols: Sequence[str]):
+    """The feature columns, doubles cast to float by Spark: half the bytes to send to the
+    Python workers, and the same rounding (to nearest, ties to even) as the native reader."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType
+
+    types = {f.name: f.dataType for f in df.schema.fields}
+    return [F.col(c).cast("float").alias(c) if isinstance(types[c], DoubleType) else F.col(c) for c in cols]
+
+
 _PARTS = "pid int, parts array<binary>, miss boolean"
 
 
@@ -83,6 +94,11 @@ def _row_file(fit_id: str, pid: int, make: bool = False) -> str:
     return os.path.join(folder, f"part-{pid}.rows")
 
 
+def _state_file(fit_id: str, pid: int) -> str:
+    """Where a partition keeps its rows' nearest k-means|| candidates between passes."""
+    return _row_file(fit_id, pid, make=True)[: -len(".rows")] + ".near"
+
+
 class _Passes:
     """The passes of one fit, each a `mapInArrow` job whose tasks return small partials.
 
@@ -94,30 +110,34 @@ class _Passes:
     worker memory would not. When a task finds no file (a task on another host, a lost
     executor), the pass runs again over the rows, which writes the files again; from then on
     the DataFrame is cached, as MLlib caches its input. Every result is the same bits whichever
-    way a pass ran. `close` removes the files.
+    way a pass ran. The last pass removes each file once its task has read it; `close`
+    removes whatever is left (a fit that failed, or stopped before its last pass).
     """
 
     def __init__(self, df, cols, weight):
         self.df, self.cols, self.weight = df, list(cols), weight
         self.spark = df.sparkSession
         self.fit_id = uuid.uuid4().hex
-        self.partitions = df.rdd.getNumPartitions()
+        self.partitions = None  # known after the first pass
         self.live = None  # the partitions that have rows, known after the first pass
         self.cached = False
+        self.removed = False  # whether the last pass removed every row file
 
-    def run(self, compute):
-        """`compute(rows)` (a list of bytes) of every partition that has rows, in partition
-        order."""
+    def run(self, compute, last=False):
+        """`compute(rows, state)` (a list of bytes) of every partition that has rows, in
+        partition order; `state` is a path where the partition may keep what the next pass
+        needs. `last` says no pass follows, so the row files can go."""
         if self.live is not None:
-            got = self._from_files(compute)
+            got = self._from_files(compute, last)
             if got is not None:
+                self.removed = last
                 return got
             if not self.cached:
                 self.df = self.df.persist()
                 self.cached = True
-        return self._from_rows(compute)
+        return self._from_rows(compute, keep=not last)
 
-    def _from_rows(self, compute):
+    def _from_rows(self, compute, keep):
         from pyspark import TaskContext
 
         cols, weight, fit_id = self.cols, self.weight, self.fit_id
@@ -128,39 +148,70 @@ class _Passes:
             if rows is None:
                 yield _answer(pid, None)
                 return
-            _native.save_rows(rows, _row_file(fit_id, pid, make=True))
-            yield _answer(pid, [bytes(b) for b in compute(rows)])
+            state = _state_file(fit_id, pid)
+            if not keep:
+                yield _answer(pid, [bytes(b) for b in compute(rows, state)])
+                return
+            # The file is written while the pass computes: both release the GIL, and the
+            # write mostly waits for the disk.
+            failed = []
+
+            def save():
+                try:
+                    _native.save_rows(rows, _row_file(fit_id, pid, make=True))
+                except BaseException as e:  # raised again on the task's thread
+                    failed.append(e)
+
+            saver = threading.Thread(target=save)
+            saver.start()
+            try:
+                parts = [bytes(b) for b in compute(rows, state)]
+            finally:
+                saver.join()
+            if failed:
+                raise failed[0]
+            yield _answer(pid, parts)
 
         got = sorted(self.df.mapInArrow(run, _PARTS).collect(), key=lambda r: r["pid"])
+        self.partitions = len(got)
         self.live = [r["pid"] for r in got if r["parts"] is not None]
         return [[bytes(b) for b in r["parts"]] for r in got if r["parts"] is not None]
 
-    def _from_files(self, compute):
-        """The pass over the row files, or None when a task found none."""
+    def _from_files(self, compute, last):
+        """The pass over the row files, or None when a task found none. Task j reads the
+        file of the j-th partition that has rows."""
         from pyspark import TaskContext
 
-        cols, fit_id, live = self.cols, self.fit_id, set(self.live)
+        cols, fit_id, live = self.cols, self.fit_id, list(self.live)
 
         def run(batches):
             for _ in batches:
                 pass
-            pid = TaskContext.get().partitionId()
-            if pid not in live:
-                return
-            rows = _native.load_rows(_row_file(fit_id, pid), cols)
+            pid = live[TaskContext.get().partitionId()]
+            path = _row_file(fit_id, pid)
+            rows = _native.load_rows(path, cols)
             if rows is None:
                 yield _answer(pid, None, miss=True)
                 return
-            yield _answer(pid, [bytes(b) for b in compute(rows)])
+            if last:
+                os.remove(path)
+                try:
+                    os.rmdir(os.path.dirname(path))
+                except OSError:
+                    pass  # other partitions' files are still there
+            yield _answer(pid, [bytes(b) for b in compute(rows, _state_file(fit_id, pid))])
 
-        n = self.partitions
+        n = len(live)
+        if n == 0:
+            return []
         got = self.spark.range(0, n, 1, n).mapInArrow(run, _PARTS).collect()
-        if any(r["miss"] for r in got) or sorted(r["pid"] for r in got) != sorted(live):
+        if any(r["miss"] for r in got) or sorted(r["pid"] for r in got) != live:
             return None
         return [[bytes(b) for b in r["parts"]] for r in sorted(got, key=lambda r: r["pid"])]
 
     def close(self):
-        """Removes the row files on every host that ran a task, and Spark's cache if any."""
+        """Removes the row files the last pass did not (on every host that ran a task), and
+        Spark's cache if any."""
         fit_id = self.fit_id
 
         def run(batches):
@@ -169,9 +220,10 @@ class _Passes:
             shutil.rmtree(os.path.dirname(_row_file(fit_id, 0)), ignore_errors=True)
             return iter(())
 
-        n = self.partitions
         try:
-            self.spark.range(0, n, 1, n).mapInArrow(run, "id long").collect()
+            if not self.removed and self.partitions:
+                n = self.partitions
+                self.spark.range(0, n, 1, n).mapInArrow(run, "id long").collect()
         finally:
             if self.cached:
                 self.df.unpersist()
@@ -222,7 +274,7 @@ class KMeans:
     def fit(self, df) -> "KMeansModel":
         cols, weight = self.inputCols, self.weightCol
         _check_columns(df, cols, weight)
-        passes = _Passes(df.select(*cols, *([weight] if weight else [])), cols, weight)
+        passes = _Passes(df.select(*_as_f32(df, cols), *([weight] if weight else [])), cols, weight)
         try:
             return self._fit(passes)
         finally:
@@ -236,7 +288,7 @@ class KMeans:
         # init's centres; k-means||'s first centre and its top-up), under the seed the
         # command line's k-means|| draws with.
         draw_seed = _native.parallel_seed(seed)
-        first = passes.run(lambda r: [_native.stats(r), _native.smallest_keys(r, k, draw_seed)])
+        first = passes.run(lambda r, _: [_native.stats(r), _native.smallest_keys(r, k, draw_seed)])
         scaler, tol_unit, rows = _native.reduce_stats([p[0] for p in first], dim, self.scale)
         if rows < k:
             raise ValueError(f"--k {k} is larger than the number of rows ({rows})")
@@ -254,31 +306,37 @@ class KMeans:
         else:
             centroids = self._kmeans_parallel(passes, scaler, spare, draw_seed)
 
-        iterations, tol = 0, self.tol * tol_unit
+        iterations, tol, cost = 0, self.tol * tol_unit, None
         for _ in range(self.maxIter):
-            parts = passes.run(lambda r, c=centroids: [_native.partials(r, scaler, c, k, device)])
-            centroids, shift, _, _, _ = _native.lloyd_update(centroids, [p[0] for p in parts])
-            centroids = bytes(centroids)
+            parts = passes.run(lambda r, _, c=centroids: [_native.partials(r, scaler, c, k, device)])
+            moved, shift, cost, _, _ = _native.lloyd_update(centroids, [p[0] for p in parts])
             iterations += 1
+            if bytes(moved) == centroids:
+                break  # the pass's cost is the final centroids' cost: no pass needed for it
+            centroids, cost = bytes(moved), None
             if shift <= tol:
                 break
-        parts = passes.run(lambda r, c=centroids: [_native.partials(r, scaler, c, k, device)])
-        _, _, cost, _, _ = _native.lloyd_update(centroids, [p[0] for p in parts])
+        if cost is None:
+            parts = passes.run(
+                lambda r, _, c=centroids: [_native.partials(r, scaler, c, k, device)], last=True
+            )
+            _, _, cost, _, _ = _native.lloyd_update(centroids, [p[0] for p in parts])
         model = _native.model(cols, scaler, centroids, cost, rows, iterations, seed)
         return KMeansModel(model, weightCol=weight, device=device)
 
     def _kmeans_parallel(self, passes, scaler, spare, draw_seed):
         """The library's k-means|| (l = 2k), its passes run as jobs: a round's pass returns
         each partition's part of φ and the rows it may draw; the last pass weights the
-        candidates by their nearest rows. The library's loop makes every decision."""
-        device = self.device
+        candidates by their nearest rows. Each partition keeps its rows' nearest candidates
+        in a state file, so a pass measures only the newest candidates, as the command
+        line's does; it runs on the CPU, as there. The library's loop makes every decision."""
 
-        def round_pass(cands, l, key):
-            parts = passes.run(lambda r: [_native.round_share(r, scaler, cands, l, key, device)])
+        def round_pass(batches, l, key):
+            parts = passes.run(lambda r, s: [_native.round_share(r, scaler, s, batches, l, key)])
             return [p[0] for p in parts]
 
-        def weights_pass(cands, m):
-            parts = passes.run(lambda r: [_native.partials(r, scaler, cands, m, device)])
+        def weights_pass(batches):
+            parts = passes.run(lambda r, s: [_native.weight_share(r, scaler, s, batches)])
             return [p[0] for p in parts]
 
         return bytes(

@@ -150,30 +150,58 @@ fn merge_smallest<'py>(
     Ok(bytes_of(py, &scaler(scaler_json)?.transform_rows(&rows)))
 }
 
-/// One partition's share of the k-means|| round keyed by `round_key` against the candidates
-/// so far: its part of φ and the rows the round may draw (`distributed::RoundShare`).
+/// Runs a k-means|| pass over a partition's rows in clustered space, without the GIL;
+/// `cands` are f32 bytes of each round's candidates, the newest last.
+fn near_pass<'py>(
+    py: Python<'py>,
+    rows: &Rows,
+    scaler_json: &str,
+    cands: Vec<Vec<u8>>,
+    pass: impl FnOnce(&Dataset, &[Vec<f32>]) -> lakemeans::Result<Vec<u8>> + Send,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let data = clustered(rows, scaler_json)?;
+    let cands: Vec<Vec<f32>> = cands.iter().map(|b| floats(b)).collect();
+    let b = py.detach(|| pass(&data, &cands)).map_err(err)?;
+    Ok(PyBytes::new(py, &b))
+}
+
+/// One partition's share of the k-means|| round keyed by `round_key`: its part of φ and the
+/// rows the round may draw (`distributed::round_share`). Its rows' nearest candidates stay
+/// in the file at `state` for the next pass.
 #[pyfunction]
 fn round_share<'py>(
     py: Python<'py>,
     rows: &Rows,
     scaler_json: &str,
-    cands: &[u8],
+    state: PathBuf,
+    cands: Vec<Vec<u8>>,
     l: f64,
     round_key: u64,
-    device: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let data = clustered(rows, scaler_json)?;
-    let dev = self::device(device)?;
-    let c = floats(cands);
-    let b = py
-        .detach(|| RoundShare::of(&data, &c, l, round_key, dev).map(|s| s.to_bytes()))
-        .map_err(err)?;
-    Ok(PyBytes::new(py, &b))
+    near_pass(py, rows, scaler_json, cands, |data, cands| {
+        distributed::round_share(data, &state, cands, l, round_key).map(|s| s.to_bytes())
+    })
 }
 
-/// The passes of the library's k-means|| as Spark jobs: `round(cands, l, round_key)` and
-/// `weights(cands, m)` are Python callables that run a pass over the partitions (with
-/// [`round_share`] and [`partials`]) and return each partition's result as bytes. The spare
+/// One partition's weight of the rows nearest to each candidate (`distributed::weight_share`):
+/// k-means||'s last pass, which removes the file at `state`.
+#[pyfunction]
+fn weight_share<'py>(
+    py: Python<'py>,
+    rows: &Rows,
+    scaler_json: &str,
+    state: PathBuf,
+    cands: Vec<Vec<u8>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    near_pass(py, rows, scaler_json, cands, |data, cands| {
+        distributed::weight_share(data, &state, cands)
+    })
+}
+
+/// The passes of the library's k-means|| as Spark jobs: `round(batches, l, round_key)` and
+/// `weights(batches)` are Python callables that run a pass over the partitions (with
+/// [`round_share`] and [`weight_share`]) and return each partition's result as bytes;
+/// `batches` are every round's candidates so far (f32 bytes), the newest last. The spare
 /// rows come from the fit's first pass. The loop runs on the driver's thread, which holds
 /// the GIL throughout, as the callables need it.
 struct SparkPasses<'py> {
@@ -182,13 +210,17 @@ struct SparkPasses<'py> {
     weights: Bound<'py, PyAny>,
     spare: Vec<f32>,
     dim: usize,
-    /// The candidates so far: Spark keeps no state between passes.
-    cands: Vec<f32>,
+    /// Each round's candidates so far, which a partition replays when its state is lost.
+    batches: Vec<Vec<f32>>,
     /// The exception a callable raised, raised again once the loop has stopped.
     failure: Option<PyErr>,
 }
 
-impl SparkPasses<'_> {
+impl<'py> SparkPasses<'py> {
+    fn batches_bytes(&self) -> Vec<Bound<'py, PyBytes>> {
+        self.batches.iter().map(|b| bytes_of(self.py, b)).collect()
+    }
+
     /// Each partition's bytes from a callable's reply; an exception is kept for the caller.
     fn parts(&mut self, reply: PyResult<Bound<'_, PyAny>>) -> lakemeans::Result<Vec<Vec<u8>>> {
         reply.and_then(|r| r.extract()).map_err(|e| {
@@ -205,10 +237,8 @@ impl kmeans::ParallelPasses for SparkPasses<'_> {
     }
 
     fn round(&mut self, new: &[f32], l: f64, round_key: u64) -> lakemeans::Result<Vec<RoundShare>> {
-        self.cands.extend_from_slice(new);
-        let reply = self
-            .round
-            .call1((bytes_of(self.py, &self.cands), l, round_key));
+        self.batches.push(new.to_vec());
+        let reply = self.round.call1((self.batches_bytes(), l, round_key));
         self.parts(reply)?
             .iter()
             .map(|p| RoundShare::from_bytes(p, self.dim))
@@ -216,12 +246,11 @@ impl kmeans::ParallelPasses for SparkPasses<'_> {
     }
 
     fn weights(&mut self, cands: &[f32]) -> lakemeans::Result<Vec<f64>> {
-        let m = cands.len() / self.dim;
-        let reply = self.weights.call1((bytes_of(self.py, cands), m));
+        let seen: usize = self.batches.iter().map(Vec::len).sum();
+        self.batches.push(cands[seen..].to_vec());
+        let reply = self.weights.call1((self.batches_bytes(),));
         let parts = self.parts(reply)?;
-        let merged = merge(&parts)
-            .map_err(|e| lakemeans::Error::Internal(format!("k-means|| weights: {e}")))?;
-        Ok(merged.step().weights)
+        distributed::merge_weight_shares(&parts)
     }
 }
 
@@ -246,7 +275,7 @@ fn kmeans_parallel<'py>(
         weights,
         spare: floats(spare),
         dim,
-        cands: Vec::new(),
+        batches: Vec::new(),
         failure: None,
     };
     let out = kmeans::kmeans_parallel_with(&mut passes, dim, k, rounds, oversampling, seed);
@@ -331,6 +360,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(smallest_keys, m)?)?;
     m.add_function(wrap_pyfunction!(merge_smallest, m)?)?;
     m.add_function(wrap_pyfunction!(round_share, m)?)?;
+    m.add_function(wrap_pyfunction!(weight_share, m)?)?;
     m.add_function(wrap_pyfunction!(kmeans_parallel, m)?)?;
     m.add_function(wrap_pyfunction!(parallel_seed, m)?)?;
     m.add_function(wrap_pyfunction!(save_rows, m)?)?;

@@ -140,10 +140,10 @@ def test_a_pass_that_misses_the_row_files_reads_the_rows_again(data, monkeypatch
     want = KMeans(K, cols, maxIter=3, seed=4, device="cpu").fit(df.repartition(3))
     real, missed = ls._Passes._from_files, []
 
-    def lose_files(self, compute):
+    def lose_files(self, compute, *args):
         if not missed:
             shutil.rmtree(os.path.dirname(ls._row_file(self.fit_id, 0)))
-        got = real(self, compute)
+        got = real(self, compute, *args)
         missed.append(got is None)
         return got
 

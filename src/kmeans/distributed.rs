@@ -10,6 +10,8 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use super::ParallelPasses;
+use super::parallel::Near;
 use crate::backend::cpu::Pass;
 use crate::backend::{self, DeviceChoice, Step};
 use crate::data::{Batch, Dataset, SLAB_ROWS};
@@ -50,6 +52,36 @@ fn assign(
             pass.block(x, w, l, d);
         });
     Ok((labels, dists))
+}
+
+/// Per feature of a block's rows (`dim` values each, at most [`CHUNK_ROWS`] of them), the
+/// smallest magnitude whose values a plain `f64` sum over any subset of the rows adds
+/// without rounding. With every value below 2^E, a value at or above 2^(E-16) is an f32
+/// multiple of 2^(E-39); partial sums of at most 2^14 such values stay below 2^(E+14), so
+/// they need at most 53 bits. Zero is exact too.
+fn exact_floor(x: &[f32], dim: usize) -> Vec<f32> {
+    const _: () = assert!(CHUNK_ROWS <= 1 << 14);
+    let mut top = vec![0f32; dim];
+    for row in x.chunks_exact(dim) {
+        for (t, &v) in top.iter_mut().zip(row) {
+            *t = t.max(v.abs());
+        }
+    }
+    top.iter()
+        .map(|&t| {
+            // 2^E is the power of two above the largest magnitude: its exponent plus one
+            // (subnormals count as the smallest exponent, which only lowers the floor).
+            let biased = ((t.to_bits() >> 23) & 0xff).max(1) as i32;
+            let floor = biased - 127 + 1 - 16;
+            if floor >= -126 {
+                f32::from_bits(((floor + 127) as u32) << 23)
+            } else if floor >= -149 {
+                f32::from_bits(1 << (floor + 149))
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// One Lloyd step over some rows: per-cluster weighted sums, weights and counts, and the
@@ -96,22 +128,9 @@ impl Partials {
             .map(|blk| {
                 let mut p = Partials::new(k, dim);
                 let (x, w) = rows.block_view(&blk);
-                // Rows taken cluster by cluster, so one cluster's exact sums stay in cache
-                // while its rows are added (the sums of all clusters do not fit).
-                let mut order: Vec<u32> = (0..blk.len as u32).collect();
-                order.sort_unstable_by_key(|&r| labels[blk.global + r as usize]);
-                for r in order.into_iter().map(|r| r as usize) {
-                    let i = blk.global + r;
-                    let (l, w) = (labels[i] as usize, w.map_or(1.0, |w| w[r] as f64));
-                    // Products of two f32 are exact in f64.
-                    let row = &x[r * dim..(r + 1) * dim];
-                    for (s, &x) in p.sums[l * dim..(l + 1) * dim].iter_mut().zip(row) {
-                        s.add(w * x as f64);
-                    }
-                    p.weights[l].add(w);
-                    p.counts[l] += 1;
-                    p.inertia.add(w * dists[i] as f64);
-                }
+                let labels = &labels[blk.global..blk.global + blk.len];
+                let dists = &dists[blk.global..blk.global + blk.len];
+                p.add_block(x, w, labels, dists);
                 p
             })
             .collect();
@@ -119,6 +138,77 @@ impl Partials {
             out.merge(p)?;
         }
         Ok(out)
+    }
+
+    /// Adds one block's rows, given their clusters and squared distances.
+    ///
+    /// Rows are taken cluster by cluster (a counting sort), so one cluster's sums stay in
+    /// cache. Unweighted features go through an `f64` sum per cluster run that is exact by
+    /// construction (see [`exact_floor`]); the few values it cannot hold, and every weighted
+    /// product, go to the [`ExactSum`] directly.
+    fn add_block(&mut self, x: &[f32], w: Option<&[f32]>, labels: &[u32], dists: &[f32]) {
+        let (k, dim) = (self.k, self.dim);
+        let mut start = vec![0usize; k + 1];
+        for &l in labels {
+            start[l as usize + 1] += 1;
+        }
+        for c in 0..k {
+            start[c + 1] += start[c];
+        }
+        let mut order = vec![0u32; labels.len()];
+        let mut next = start.clone();
+        for (r, &l) in labels.iter().enumerate() {
+            order[next[l as usize]] = r as u32;
+            next[l as usize] += 1;
+        }
+        let floor = exact_floor(x, dim);
+        let mut acc = vec![0f64; dim];
+        for l in 0..k {
+            let run = &order[start[l]..start[l + 1]];
+            if run.is_empty() {
+                continue;
+            }
+            let sums = &mut self.sums[l * dim..(l + 1) * dim];
+            match w {
+                None => {
+                    acc.iter_mut().for_each(|a| *a = 0.0);
+                    for &r in run {
+                        let row = &x[r as usize * dim..(r as usize + 1) * dim];
+                        let mut outside = false;
+                        for ((a, &v), &f) in acc.iter_mut().zip(row).zip(&floor) {
+                            let fits = v.abs() >= f || v == 0.0;
+                            *a += if fits { v as f64 } else { 0.0 };
+                            outside |= !fits;
+                        }
+                        if outside {
+                            for ((s, &v), &f) in sums.iter_mut().zip(row).zip(&floor) {
+                                if !(v.abs() >= f || v == 0.0) {
+                                    s.add(v as f64);
+                                }
+                            }
+                        }
+                        self.inertia.add(dists[r as usize] as f64);
+                    }
+                    for (s, &a) in sums.iter_mut().zip(&acc) {
+                        s.add(a);
+                    }
+                    self.weights[l].add(run.len() as f64);
+                }
+                Some(w) => {
+                    for &r in run {
+                        let r = r as usize;
+                        let wr = w[r] as f64;
+                        // Products of two f32 are exact in f64.
+                        for (s, &v) in sums.iter_mut().zip(&x[r * dim..(r + 1) * dim]) {
+                            s.add(wr * v as f64);
+                        }
+                        self.weights[l].add(wr);
+                        self.inertia.add(wr * dists[r] as f64);
+                    }
+                }
+            }
+            self.counts[l] += run.len() as u64;
+        }
     }
 
     pub fn merge(&mut self, o: &Partials) -> Result<()> {
@@ -220,8 +310,16 @@ impl Stats {
                 let mut s = Stats::new(dim);
                 let (x, w) = rows.block_view(&blk);
                 s.rows = blk.len as u64;
-                for r in 0..blk.len {
-                    s.weight.add(w.map_or(1.0, |w| w[r] as f64));
+                let Some(w) = w else {
+                    // Every weight is 1: the weighted sums are the plain ones.
+                    s.weight.add(blk.len as f64);
+                    s.add_unweighted(x);
+                    s.wx = s.x.clone();
+                    s.wx2 = s.x2.clone();
+                    return s;
+                };
+                for &w in w {
+                    s.weight.add(w as f64);
                 }
                 // A feature at a time over a few rows: that feature's sums stay in cache.
                 for lo in (0..blk.len).step_by(STATS_ROWS) {
@@ -233,24 +331,16 @@ impl Stats {
                             let x2 = x * x;
                             s.x[j].add(x);
                             s.x2[j].add(x2);
-                            if let Some(w) = w {
-                                // x² is exact; w·x² is split into its rounded value and the
-                                // error.
-                                let w = w[r] as f64;
-                                let wx2 = w * x2;
-                                s.wx[j].add(w * x);
-                                s.wx2[j].add(wx2);
-                                s.wx2[j].add(w.mul_add(x2, -wx2));
-                            }
+                            // x² is exact; w·x² is split into its rounded value and the error.
+                            let w = w[r] as f64;
+                            let wx2 = w * x2;
+                            s.wx[j].add(w * x);
+                            s.wx2[j].add(wx2);
+                            s.wx2[j].add(w.mul_add(x2, -wx2));
                             s.lo[j] = s.lo[j].min(v);
                             s.hi[j] = s.hi[j].max(v);
                         }
                     }
-                }
-                if w.is_none() {
-                    // Every weight is 1: the weighted sums are the plain ones.
-                    s.wx = s.x.clone();
-                    s.wx2 = s.x2.clone();
                 }
                 s
             })
@@ -260,6 +350,68 @@ impl Stats {
             out.merge(p);
         }
         out
+    }
+
+    /// Σx, Σx² and the ranges of one block of unweighted rows. A value at or above its
+    /// feature's [`exact_floor`] 2^(E-16) is m · 2^(E-39) with an integer |m| < 2^39, so over
+    /// at most 2^14 rows Σm fits an `i64` and Σm² a `u128`: integer adds instead of an
+    /// [`ExactSum`] add per value. The rest (rare) go to the exact sums directly.
+    fn add_unweighted(&mut self, x: &[f32]) {
+        let dim = self.dim;
+        let floor = exact_floor(x, dim);
+        // With no floor (every value below 2^-133) only zeros take the integer sums.
+        let gate: Vec<f32> = floor
+            .iter()
+            .map(|&f| if f == 0.0 { f32::INFINITY } else { f })
+            .collect();
+        let unit: Vec<f64> = floor
+            .iter()
+            .map(|&f| f as f64 / (1u64 << 23) as f64)
+            .collect();
+        let inv: Vec<f64> = unit
+            .iter()
+            .map(|&u| if u == 0.0 { 0.0 } else { 1.0 / u })
+            .collect();
+        let (mut sm, mut sq) = (vec![0i64; dim], vec![0u128; dim]);
+        for row in x.chunks_exact(dim) {
+            let mut outside = false;
+            for j in 0..dim {
+                let v = row[j];
+                let fits = v.abs() >= gate[j] || v == 0.0;
+                let m = if fits { (v as f64 * inv[j]) as i64 } else { 0 };
+                sm[j] += m;
+                sq[j] += (m as i128 * m as i128) as u128;
+                self.lo[j] = self.lo[j].min(v);
+                self.hi[j] = self.hi[j].max(v);
+                outside |= !fits;
+            }
+            if outside {
+                for (j, &v) in row.iter().enumerate() {
+                    if !(v.abs() >= gate[j] || v == 0.0) {
+                        self.x[j].add(v as f64);
+                        self.x2[j].add(v as f64 * v as f64);
+                    }
+                }
+            }
+        }
+        for j in 0..dim {
+            // |Σm| < 2^53 and each 32-bit piece of Σm² are exact in f64, and so are their
+            // products with powers of two.
+            self.x[j].add(sm[j] as f64 * unit[j]);
+            let u2 = unit[j] * unit[j];
+            let pieces = [
+                sq[j] as u32 as u64,
+                (sq[j] >> 32) as u32 as u64,
+                (sq[j] >> 64) as u64,
+            ];
+            for (piece, at) in
+                pieces
+                    .into_iter()
+                    .zip([1.0, 4_294_967_296.0, 1.844_674_407_370_955_2e19])
+            {
+                self.x2[j].add(piece as f64 * u2 * at);
+            }
+        }
     }
 
     pub fn merge(&mut self, o: &Stats) {
@@ -472,59 +624,6 @@ impl RoundShare {
         RoundShare { phi, drawn }
     }
 
-    /// `rows` (clustered space) against the candidates `cands` (row-major) of a round keyed
-    /// by `round_key` that draws `l` rows in expectation.
-    pub fn of(
-        rows: &Dataset,
-        cands: &[f32],
-        l: f64,
-        round_key: u64,
-        device: DeviceChoice,
-    ) -> Result<Self> {
-        let dim = rows.dim();
-        let m = cands.len() / dim.max(1);
-        let mut out = RoundShare {
-            phi: ExactSum::default(),
-            drawn: Vec::new(),
-        };
-        if rows.rows() == 0 || m == 0 {
-            return Ok(out);
-        }
-        let (_, d2) = assign(rows, cands, m, device)?;
-        let parts: Vec<ExactSum> = rows
-            .blocks(CHUNK_ROWS)
-            .into_par_iter()
-            .map(|blk| {
-                let mut phi = ExactSum::default();
-                for r in 0..blk.len {
-                    let i = blk.global + r;
-                    phi.add(rows.weight(i) as f64 * d2[i] as f64);
-                }
-                phi
-            })
-            .collect();
-        parts.iter().for_each(|p| out.phi.merge(p));
-        let phi = out.phi.value();
-        if phi <= 0.0 {
-            return Ok(out);
-        }
-        let scale = l / phi;
-        out.drawn = (0..rows.rows())
-            .into_par_iter()
-            .filter_map(|i| {
-                let (row, w) = (rows.row(i), rows.weight(i));
-                let key = super::row_key(row);
-                super::parallel::draws(scale, w, d2[i], round_key, key).then(|| Drawn {
-                    key,
-                    weight: w,
-                    d2: d2[i],
-                    row: row.to_vec(),
-                })
-            })
-            .collect();
-        Ok(out)
-    }
-
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.phi.write(&mut out);
@@ -565,6 +664,86 @@ impl RoundShare {
 
 /// A round's result from every partition's share, in any order: the table's φ and the rows
 /// drawn, in the one order all splits agree on.
+/// A partition's k-means|| state, rebuilt for a pass: from the file at `state` when it
+/// accounts for every batch but the newest, or else by lowering those batches in order, as
+/// the passes before did, which gives the same bits. Returns it with the newest batch.
+fn near_for<'a, 'b>(
+    rows: &'a Dataset,
+    state: &Path,
+    batches: &'b [Vec<f32>],
+) -> Result<(Near<'a>, &'b [f32])> {
+    let Some((new, before)) = batches.split_last() else {
+        return Err(Error::Internal(
+            "a k-means|| pass with no candidates".into(),
+        ));
+    };
+    let dim = rows.dim().max(1);
+    let seen = before.iter().map(|b| b.len() / dim).sum();
+    let kept = match std::fs::read(state) {
+        Ok(b) => Near::with_state(rows, &b, seen),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::input(state, e)),
+    };
+    let near = match kept {
+        Some(near) => near,
+        None => {
+            let mut near = Near::keyed(rows)?;
+            for b in before {
+                near.lower(b)?;
+            }
+            near
+        }
+    };
+    Ok((near, new))
+}
+
+/// One partition's share of a k-means|| round keyed by `round_key` that draws `l` rows in
+/// expectation. `batches` are the candidates of every round so far, the newest last; only
+/// the newest are measured, as the rows' nearest candidates so far are kept in the file at
+/// `state` between passes (as the engine keeps them in memory), so a partition runs the
+/// engine's k-means|| exactly.
+pub fn round_share(
+    rows: &Dataset,
+    state: &Path,
+    batches: &[Vec<f32>],
+    l: f64,
+    round_key: u64,
+) -> Result<RoundShare> {
+    let (mut near, new) = near_for(rows, state, batches)?;
+    let share = near.round(new, l, round_key)?.pop();
+    write_atomically(state, |f| f.write_all(&near.state_bytes()))?;
+    Ok(share.unwrap_or_else(|| RoundShare::new(ExactSum::default(), Vec::new())))
+}
+
+/// One partition's weight of the rows nearest to each candidate of `batches` (all rounds'
+/// candidates, the newest last), exact so that partitions add up to the table: k-means||'s
+/// last pass, which removes the state file.
+pub fn weight_share(rows: &Dataset, state: &Path, batches: &[Vec<f32>]) -> Result<Vec<u8>> {
+    let (mut near, new) = near_for(rows, state, batches)?;
+    let sums = near.weight_sums(new)?;
+    let _ = std::fs::remove_file(state);
+    let mut out = (sums.len() as u64).to_le_bytes().to_vec();
+    sums.iter().for_each(|s| s.write(&mut out));
+    Ok(out)
+}
+
+/// Adds up partitions' [`weight_share`]s, in any order, to each candidate's weight.
+pub fn merge_weight_shares(parts: &[Vec<u8>]) -> Result<Vec<f64>> {
+    let mut all: Vec<ExactSum> = Vec::new();
+    for p in parts {
+        let mut b: &[u8] = p;
+        let m = take_u64(&mut b)? as usize;
+        if m > b.len() {
+            return Err(corrupt());
+        }
+        all.resize(all.len().max(m), ExactSum::default());
+        for s in all.iter_mut().take(m) {
+            s.merge(&ExactSum::read(&mut b)?);
+        }
+    }
+    Ok(all.iter().map(ExactSum::value).collect())
+}
+
 pub fn merge_round(shares: &[RoundShare], l: f64, round_key: u64) -> (f64, Vec<Keyed>) {
     let mut phi = ExactSum::default();
     shares.iter().for_each(|s| phi.merge(&s.phi));
@@ -657,9 +836,7 @@ const CACHE_MAGIC: &[u8; 8] = b"lkmrows1";
 /// (native byte order: only this host reads it), written under a temporary name and renamed,
 /// so a reader never sees half a file.
 pub fn save_rows(rows: &Dataset, path: &Path) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    write_atomically(path, |f| {
         f.write_all(CACHE_MAGIC)?;
         f.write_all(&(rows.dim() as u64).to_ne_bytes())?;
         f.write_all(&(rows.rows() as u64).to_ne_bytes())?;
@@ -670,11 +847,27 @@ pub fn save_rows(rows: &Dataset, path: &Path) -> Result<()> {
                 f.write_all(bytemuck::cast_slice(w))?;
             }
         }
+        Ok(())
+    })
+}
+
+/// Writes the file at `path` whole or not at all: into a temporary file beside it, renamed
+/// over it, so another task never reads half of it.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let run = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut f)?;
         f.flush()?;
         drop(f);
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| {
+    run().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::output(path, e)
     })
@@ -777,6 +970,62 @@ mod tests {
         assert_eq!(s.counts.iter().sum::<u64>(), 50_000);
     }
 
+    /// Unweighted rows take the f64 run sums; values spread over 60 binary orders of
+    /// magnitude, with zeros, push some of them down to the exact sums directly. Both must
+    /// add up to the plain exact sum of every value.
+    #[test]
+    fn unweighted_run_sums_are_the_exact_sums() {
+        let (n, dim, k) = (40_000, 6, 5);
+        let mut rng = crate::rng::Rng::derive(9, 1);
+        let v: Vec<f32> = (0..n * dim)
+            .map(|i| match i % 7 {
+                0 => 0.0,
+                1 => ((rng.uniform() - 0.5) * (rng.uniform() * 60.0 - 30.0).exp2()) as f32,
+                _ => (rng.uniform() * 20.0 - 10.0) as f32,
+            })
+            .collect();
+        let d = Dataset::from_rows(dim, v, None);
+        let c: Vec<f32> = (0..k).flat_map(|i| d.row(i * 7).to_vec()).collect();
+        let got = Partials::of(&d, &c, k, DeviceChoice::Cpu).unwrap();
+        let (labels, dists) = assign(&d, &c, k, DeviceChoice::Cpu).unwrap();
+        let mut want = Partials::new(k, dim);
+        for i in 0..n {
+            let l = labels[i] as usize;
+            for (s, &x) in want.sums[l * dim..(l + 1) * dim].iter_mut().zip(d.row(i)) {
+                s.add(x as f64);
+            }
+            want.weights[l].add(1.0);
+            want.counts[l] += 1;
+            want.inertia.add(dists[i] as f64);
+        }
+        assert_eq!(got, want);
+        let mut halves = Partials::of(&split(&d, &[n / 3])[1], &c, k, DeviceChoice::Cpu).unwrap();
+        halves
+            .merge(&Partials::of(&split(&d, &[n / 3])[0], &c, k, DeviceChoice::Cpu).unwrap())
+            .unwrap();
+        assert_eq!(halves.step(), want.step());
+    }
+
+    /// Unweighted statistics take integer sums; the same rows with every weight 1 take the
+    /// exact sums value by value. Values over 60 binary orders of magnitude, zeros and
+    /// subnormals put some through each path.
+    #[test]
+    fn unweighted_statistics_are_the_exact_ones() {
+        let (n, dim) = (40_000, 5);
+        let mut rng = crate::rng::Rng::derive(11, 1);
+        let v: Vec<f32> = (0..n * dim)
+            .map(|i| match (i % 5, i % 11) {
+                (4, _) => 1e-41 * (i % 3) as f32,
+                (_, 0) => 0.0,
+                (_, 1) => ((rng.uniform() - 0.5) * (rng.uniform() * 60.0 - 30.0).exp2()) as f32,
+                _ => (rng.uniform() * 2e6 - 1e6) as f32,
+            })
+            .collect();
+        let plain = Dataset::from_rows(dim, v.clone(), None);
+        let ones = Dataset::from_rows(dim, v, Some(vec![1.0; n]));
+        assert_eq!(Stats::of(&plain), Stats::of(&ones));
+    }
+
     #[test]
     fn stats_do_not_depend_on_the_split_and_match_the_scaler() {
         let d = rows(20_000, 3, 4);
@@ -820,40 +1069,6 @@ mod tests {
             sort_keyed(&mut all);
             all.truncate(m);
             assert_eq!(got, all, "m = {m}");
-        }
-    }
-
-    #[test]
-    fn a_round_draws_what_the_whole_table_would_however_it_is_split() {
-        let d = rows(30_000, 4, 5);
-        let cands: Vec<f32> = (0..3).flat_map(|i| d.row(i * 7_000).to_vec()).collect();
-        let (l, key) = (40.0, super::super::round_key(9, 0));
-        let whole = RoundShare::of(&d, &cands, l, key, DeviceChoice::Cpu).unwrap();
-        let (phi, drawn) = merge_round(&[whole], l, key);
-        // What one pass over all rows with the table's φ draws.
-        let (_, d2) = assign(&d, &cands, 3, DeviceChoice::Cpu).unwrap();
-        let mut want: Vec<Keyed> = (0..d.rows())
-            .filter(|&i| {
-                let k = super::super::row_key(d.row(i));
-                super::super::parallel::draws(l / phi, d.weight(i), d2[i], key, k)
-            })
-            .map(|i| (super::super::row_key(d.row(i)), d.row(i).to_vec()))
-            .collect();
-        sort_keyed(&mut want);
-        assert!(!want.is_empty() && want.len() < 200);
-        assert_eq!(drawn, want);
-        for cuts in [vec![10, 20_000], vec![29_990]] {
-            let shares: Vec<RoundShare> = split(&d, &cuts)
-                .iter()
-                .rev()
-                .map(|p| {
-                    let s = RoundShare::of(p, &cands, l, key, DeviceChoice::Cpu).unwrap();
-                    RoundShare::from_bytes(&s.to_bytes(), 4).unwrap()
-                })
-                .collect();
-            let (p2, got) = merge_round(&shares, l, key);
-            assert_eq!(p2.to_bits(), phi.to_bits());
-            assert_eq!(got, want);
         }
     }
 

@@ -103,7 +103,7 @@ pub fn kmeans_parallel(
 
 /// The engine's passes: per-row state kept between rounds, so a round scans the rows once
 /// against its new candidates only, and draws need no scan at all.
-struct Near<'a> {
+pub(super) struct Near<'a> {
     data: &'a dyn Rows,
     /// Squared distance to the nearest candidate.
     d2: Vec<f32>,
@@ -126,12 +126,7 @@ impl ParallelPasses for Near<'_> {
         let mut all = Vec::new();
         let (key, w) = (&mut self.key, &mut self.w);
         self.data.scan(&mut |start, slab| {
-            let rows = slab.rows(dim);
-            let keys = &mut key[start..start + rows];
-            row_keys(&slab.values, dim, keys);
-            if let Some(sw) = &slab.weights {
-                w[start..start + rows].copy_from_slice(sw);
-            }
+            let keys = Self::take(key, w, dim, start, slab);
             let weights = slab.weights.as_deref();
             all.extend(distributed::smallest_in(
                 keys,
@@ -172,16 +167,7 @@ impl ParallelPasses for Near<'_> {
 
     fn weights(&mut self, cands: &[f32]) -> Result<Vec<f64>> {
         let dim = self.data.dim();
-        self.lower(&cands[self.seen * dim..])?;
-        if self.w.is_empty() {
-            let mut counts = vec![0u64; self.seen];
-            self.idx.iter().for_each(|&c| counts[c as usize] += 1);
-            return Ok(counts.into_iter().map(|c| c as f64).collect());
-        }
-        let mut sums = vec![ExactSum::default(); self.seen];
-        for (&c, &w) in self.idx.iter().zip(&self.w) {
-            sums[c as usize].add(w as f64);
-        }
+        let sums = self.weight_sums(&cands[self.seen * dim..])?;
         Ok(sums.iter().map(ExactSum::value).collect())
     }
 }
@@ -200,9 +186,99 @@ impl<'a> Near<'a> {
         }
     }
 
+    /// The state of rows that no pass has seen yet, their keys and weights taken: a Spark
+    /// partition's, whose first centre came from elsewhere.
+    pub(super) fn keyed(data: &'a Dataset) -> Result<Self> {
+        let dim = data.dim();
+        let mut near = Near::new(data);
+        if data.is_weighted() {
+            near.w = vec![0.0; data.rows()];
+        }
+        let (key, w) = (&mut near.key, &mut near.w);
+        data.scan(&mut |start, slab| {
+            Self::take(key, w, dim, start, slab);
+            Ok(())
+        })?;
+        Ok(near)
+    }
+
+    /// Keeps the keys and weights of the slab of rows from `start`; returns its keys.
+    fn take<'k>(
+        key: &'k mut [u64],
+        w: &mut [f32],
+        dim: usize,
+        start: usize,
+        slab: &crate::data::Batch,
+    ) -> &'k [u64] {
+        let rows = slab.rows(dim);
+        let keys = &mut key[start..start + rows];
+        row_keys(&slab.values, dim, keys);
+        if let Some(sw) = &slab.weights {
+            w[start..start + rows].copy_from_slice(sw);
+        }
+        keys
+    }
+
+    /// Per candidate seen, the weight of the rows nearest to it, after lowering with `new`:
+    /// exact, so partitions' shares add up to the table's.
+    pub(super) fn weight_sums(&mut self, new: &[f32]) -> Result<Vec<ExactSum>> {
+        self.lower(new)?;
+        if self.w.is_empty() {
+            let mut counts = vec![0u64; self.seen];
+            self.idx.iter().for_each(|&c| counts[c as usize] += 1);
+            return Ok(counts
+                .into_iter()
+                .map(|c| {
+                    let mut s = ExactSum::default();
+                    s.add(c as f64);
+                    s
+                })
+                .collect());
+        }
+        let mut sums = vec![ExactSum::default(); self.seen];
+        for (&c, &w) in self.idx.iter().zip(&self.w) {
+            sums[c as usize].add(w as f64);
+        }
+        Ok(sums)
+    }
+
+    /// The per-row state as bytes (distances, nearest candidates, keys), for a partition's
+    /// next pass.
+    pub(super) fn state_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 16 * self.d2.len());
+        out.extend_from_slice(&(self.d2.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.seen as u64).to_le_bytes());
+        out.extend_from_slice(bytemuck::cast_slice(&self.d2));
+        out.extend_from_slice(bytemuck::cast_slice(&self.idx));
+        out.extend_from_slice(bytemuck::cast_slice(&self.key));
+        out
+    }
+
+    /// The state [`Near::state_bytes`] wrote, if it is that of `data` after `seen` candidates.
+    pub(super) fn with_state(data: &'a Dataset, b: &[u8], seen: usize) -> Option<Self> {
+        let n = data.rows();
+        let head = |i: usize| -> Option<usize> {
+            let w: [u8; 8] = b.get(8 * i..8 * i + 8)?.try_into().ok()?;
+            Some(u64::from_le_bytes(w) as usize)
+        };
+        if head(0)? != n || head(1)? != seen || b.len() != 16 + 16 * n {
+            return None;
+        }
+        let body = &b[16..];
+        let mut near = Near::new(data);
+        bytemuck::cast_slice_mut(&mut near.d2).copy_from_slice(&body[..4 * n]);
+        bytemuck::cast_slice_mut(&mut near.idx).copy_from_slice(&body[4 * n..8 * n]);
+        bytemuck::cast_slice_mut(&mut near.key).copy_from_slice(&body[8 * n..]);
+        if data.is_weighted() {
+            near.w = (0..n).map(|i| data.weight(i)).collect();
+        }
+        near.seen = seen;
+        Some(near)
+    }
+
     /// One pass: lowers every row's distance with the candidates `new`, numbered after those
     /// seen, and returns the new potential φ.
-    fn lower(&mut self, new: &[f32]) -> Result<ExactSum> {
+    pub(super) fn lower(&mut self, new: &[f32]) -> Result<ExactSum> {
         let dim = self.data.dim();
         let m = new.len() / dim;
         let base = self.seen as u32;
@@ -392,14 +468,25 @@ pub fn uniform(key: u64, i: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::DeviceChoice;
-    use crate::kmeans::distributed::Partials;
 
-    /// The passes as a Spark driver runs them: parts that keep no state, each pass against
-    /// all candidates so far.
+    /// The passes as a Spark driver runs them: each partition keeps its rows' state in a
+    /// file between passes, or loses it before every pass (`forget`), which makes it replay
+    /// the earlier rounds' candidates.
     struct Split {
         parts: Vec<Dataset>,
-        cands: Vec<f32>,
+        dir: tempfile::TempDir,
+        batches: Vec<Vec<f32>>,
+        forget: bool,
+    }
+
+    impl Split {
+        fn state(&self, i: usize) -> std::path::PathBuf {
+            let path = self.dir.path().join(format!("part-{i}.near"));
+            if self.forget {
+                let _ = std::fs::remove_file(&path);
+            }
+            path
+        }
     }
 
     impl ParallelPasses for Split {
@@ -416,21 +503,25 @@ mod tests {
         }
 
         fn round(&mut self, new: &[f32], l: f64, key: u64) -> Result<Vec<RoundShare>> {
-            self.cands.extend_from_slice(new);
-            self.parts
-                .iter()
-                .map(|p| RoundShare::of(p, &self.cands, l, key, DeviceChoice::Cpu))
+            self.batches.push(new.to_vec());
+            // Partitions in reverse: the order they arrive in does not matter.
+            (0..self.parts.len())
+                .rev()
+                .map(|i| {
+                    let (p, state) = (&self.parts[i], self.state(i));
+                    let s = distributed::round_share(p, &state, &self.batches, l, key)?;
+                    RoundShare::from_bytes(&s.to_bytes(), p.dim())
+                })
                 .collect()
         }
 
         fn weights(&mut self, cands: &[f32]) -> Result<Vec<f64>> {
-            let dim = self.parts[0].dim();
-            let m = cands.len() / dim;
-            let mut all = Partials::new(m, dim);
-            for p in &self.parts {
-                all.merge(&Partials::of(p, cands, m, DeviceChoice::Cpu)?)?;
-            }
-            Ok(all.step().weights)
+            let seen: usize = self.batches.iter().map(Vec::len).sum();
+            self.batches.push(cands[seen..].to_vec());
+            let shares: Result<Vec<Vec<u8>>> = (0..self.parts.len())
+                .map(|i| distributed::weight_share(&self.parts[i], &self.state(i), &self.batches))
+                .collect();
+            distributed::merge_weight_shares(&shares?)
         }
     }
 
@@ -465,13 +556,18 @@ mod tests {
             for (k, seed) in [(9, 1), (20, 2), (4, 3)] {
                 let whole = kmeans_parallel_with(&mut Near::new(&d), 3, k, 2, 2.0, seed).unwrap();
                 assert_eq!(whole.len(), k * 3);
-                for cuts in [vec![7], vec![5_000, 5_001, 13_000]] {
+                for (cuts, forget) in [(vec![7], false), (vec![5_000, 5_001, 13_000], true)] {
                     let mut parts = Split {
                         parts: split(&d, &cuts),
-                        cands: Vec::new(),
+                        dir: tempfile::tempdir().unwrap(),
+                        batches: Vec::new(),
+                        forget,
                     };
                     let got = kmeans_parallel_with(&mut parts, 3, k, 2, 2.0, seed).unwrap();
                     assert_eq!(got, whole, "k {k}, seed {seed}, weighted {weighted}");
+                    // The last pass removed every state file.
+                    let left = std::fs::read_dir(parts.dir.path()).unwrap().count();
+                    assert_eq!(left, 0);
                 }
             }
         }
