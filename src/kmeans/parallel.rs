@@ -549,6 +549,47 @@ mod tests {
             .collect()
     }
 
+    /// After lowering in batches, every row's distance and candidate are those of a
+    /// brute-force f64 search over all candidates.
+    #[test]
+    fn lowering_in_batches_finds_every_rows_nearest_candidate() {
+        let (n, dim) = (30_000, 5);
+        let mut rng = Rng::derive(3, 1);
+        let centres: Vec<f32> = (0..20 * dim)
+            .map(|_| (rng.uniform() * 200.0 - 100.0) as f32)
+            .collect();
+        let v: Vec<f32> = (0..n * dim)
+            .map(|i| {
+                centres[((i / dim) * 7 % 20) * dim + i % dim] + (rng.uniform() * 4.0 - 2.0) as f32
+            })
+            .collect();
+        let d = Dataset::from_rows(dim, v, None);
+        let mut near = Near::new(&d);
+        let mut cands = Vec::new();
+        for (lo, hi) in [(0, 1), (1, 9), (9, 40), (40, 41), (41, 120)] {
+            let batch: Vec<f32> = (lo..hi).flat_map(|i| d.row(i * 211 % n).to_vec()).collect();
+            near.lower(&batch).unwrap();
+            cands.extend(batch);
+            for i in (0..n).step_by(7) {
+                let dist = |c: usize| -> f64 {
+                    d.row(i)
+                        .iter()
+                        .zip(&cands[c * dim..(c + 1) * dim])
+                        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                        .sum()
+                };
+                let best = (0..hi).map(dist).fold(f64::INFINITY, f64::min);
+                let (got, at) = (near.d2[i] as f64, near.idx[i] as usize);
+                // The kernels pick by ‖c‖² − 2·x·c in f32, which can swap candidates whose
+                // distances differ by less than its rounding, about u · (‖x‖² + ‖c‖²).
+                let norm: f64 = d.row(i).iter().map(|&a| (a as f64).powi(2)).sum();
+                let tol = 1e-5 * (2.0 * norm + best);
+                assert!((got - best).abs() <= tol, "row {i}: {got} vs {best}");
+                assert!((dist(at) - best).abs() <= tol, "row {i}: candidate {at}");
+            }
+        }
+    }
+
     #[test]
     fn the_engine_and_a_split_table_pick_the_same_centres() {
         for weighted in [false, true] {
