@@ -1341,10 +1341,15 @@ mod tests {
     }
 
     /// One block pass from the labels `start`, as the backend runs it.
-    fn run(pass: &Pass, x: &[f32], w: &[f32], start: &[u32]) -> (Vec<u32>, Vec<f32>, Partial) {
+    fn run(
+        pass: &Pass,
+        x: &[f32],
+        w: Option<&[f32]>,
+        start: &[u32],
+    ) -> (Vec<u32>, Vec<f32>, Partial) {
         let mut labels = start.to_vec();
         let mut dists = vec![0.0; start.len()];
-        let p = pass.block(x, Some(w), &mut labels, &mut dists);
+        let p = pass.block(x, w, &mut labels, &mut dists);
         (labels, dists, p)
     }
 
@@ -1372,40 +1377,50 @@ mod tests {
                 let what = format!("{} n={n} d={d} k={k}", isa.name());
                 let (x, w, cents) = case(n, d, k, (n * d * k) as u64);
                 let start: Vec<u32> = (0..n as u32).map(|i| i % k as u32).collect();
-                let with = |kernel: Kernel| {
-                    let mut p = Pass::with_isa(&cents, k, d, false, true, isa);
-                    p.kernel = kernel;
-                    p
-                };
-                let mut kernels = vec![("panels", Kernel::Panels(Packed::new(&cents, k, d)))];
-                if let Some(l) = Kernel::lanes(&cents, k, d, isa) {
-                    kernels.push(("lanes", l));
+                // Weighted and not (the eight-row kernel records whole unweighted batches
+                // eight at a time), a first step (every row changed) and a later one.
+                let mut weighted = None;
+                for (weights, first) in [(Some(&w[..]), false), (None, false), (None, true)] {
+                    let what = format!("{what} weighted={} first={first}", weights.is_some());
+                    let with = |kernel: Kernel| {
+                        let mut p = Pass::with_isa(&cents, k, d, first, true, isa);
+                        p.kernel = kernel;
+                        p
+                    };
+                    let mut kernels = vec![("panels", Kernel::Panels(Packed::new(&cents, k, d)))];
+                    if let Some(l) = Kernel::lanes(&cents, k, d, isa) {
+                        kernels.push(("lanes", l));
+                    }
+                    if let Some(r) = Kernel::rows(&cents, k, d, isa) {
+                        kernels.push(("rows", r));
+                    }
+                    // Every shape here runs at least two kernels (k ≤ 64, small d).
+                    assert!(kernels.len() >= 2, "{what}");
+                    let mut runs = kernels.into_iter().map(|(name, kern)| {
+                        let (l, dd, p) = run(&with(kern), &x, weights, &start);
+                        (name, l, dd, p)
+                    });
+                    let (_, la, da, pa) = runs.next().expect("the panel kernel runs");
+                    let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    for (name, lb, db, pb) in runs {
+                        let what = format!("{what} {name} vs panels");
+                        assert_eq!(la, lb, "{what}: labels");
+                        assert_eq!(bits32(&da), bits32(&db), "{what}: distances");
+                        assert_eq!(bits64(&pa.sums), bits64(&pb.sums), "{what}: sums");
+                        assert_eq!(bits64(&pa.weights), bits64(&pb.weights), "{what}: weights");
+                        assert_eq!(pa.counts, pb.counts, "{what}: counts");
+                        assert_eq!(
+                            pa.inertia.to_bits(),
+                            pb.inertia.to_bits(),
+                            "{what}: inertia"
+                        );
+                        assert_eq!(pa.changed, pb.changed, "{what}: changed");
+                    }
+                    if weighted.is_none() {
+                        weighted = Some((la, da, pa));
+                    }
                 }
-                if let Some(r) = Kernel::rows(&cents, k, d, isa) {
-                    kernels.push(("rows", r));
-                }
-                // Every shape here runs at least two kernels (k ≤ 64, small d).
-                assert!(kernels.len() >= 2, "{what}");
-                let mut runs = kernels.into_iter().map(|(name, kern)| {
-                    let (l, dd, p) = run(&with(kern), &x, &w, &start);
-                    (name, l, dd, p)
-                });
-                let (_, la, da, pa) = runs.next().expect("the panel kernel runs");
-                let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                for (name, lb, db, pb) in runs {
-                    let what = format!("{what} {name} vs panels");
-                    assert_eq!(la, lb, "{what}: labels");
-                    assert_eq!(bits32(&da), bits32(&db), "{what}: distances");
-                    assert_eq!(bits64(&pa.sums), bits64(&pb.sums), "{what}: sums");
-                    assert_eq!(bits64(&pa.weights), bits64(&pb.weights), "{what}: weights");
-                    assert_eq!(pa.counts, pb.counts, "{what}: counts");
-                    assert_eq!(
-                        pa.inertia.to_bits(),
-                        pb.inertia.to_bits(),
-                        "{what}: inertia"
-                    );
-                    assert_eq!(pa.changed, pb.changed, "{what}: changed");
-                }
+                let (la, da, pa) = weighted.expect("the weighted run comes first");
 
                 // Against f64 brute force: each label is the nearest centroid or ties it
                 // within rounding of the expanded score; the duplicate of centroid 0 never
@@ -1457,10 +1472,15 @@ mod tests {
         let (n, d, k) = (1500, 6, 12);
         let (x, w, cents) = case(n, d, k, 3);
         let start = vec![0u32; n];
-        let (labels, _, p) = run(&Pass::new(&cents, k, d, true, false), &x, &w, &start);
+        let (labels, _, p) = run(&Pass::new(&cents, k, d, true, false), &x, Some(&w), &start);
         assert_eq!(p.changed, n as u64);
         assert!(p.sums.is_empty() && p.weights.is_empty() && p.counts.is_empty());
-        let (again, _, q) = run(&Pass::new(&cents, k, d, false, false), &x, &w, &labels);
+        let (again, _, q) = run(
+            &Pass::new(&cents, k, d, false, false),
+            &x,
+            Some(&w),
+            &labels,
+        );
         assert_eq!((again, q.changed), (labels, 0));
     }
 }

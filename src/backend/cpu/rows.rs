@@ -18,6 +18,7 @@
 
 use std::arch::x86_64::*;
 
+use super::Simd;
 use super::x86::{Avx2, diff_sq8};
 use super::{BlockRows, Partial, Pass};
 
@@ -152,17 +153,73 @@ unsafe fn run<const G: usize>(pass: &Pass, cols: &Cols, b: &mut BlockRows, part:
             _mm256_storeu_si256(lab.as_mut_ptr() as *mut __m256i, bi);
             // Each row against its winner in the rows' layout, as `Pass::settle` does, eight
             // distances reduced together; then recorded as `settle` records them.
-            let mut diffs = [_mm256_setzero_ps(); 8];
-            for r in 0..n {
-                let j = lab[r] as usize;
-                diffs[r] = diff_sq8(xp[r], pass.cents.as_ptr().add(j * dim), dim);
-            }
-            let mut dist = [0.0f32; 8];
-            _mm256_storeu_ps(dist.as_mut_ptr(), reduce8(diffs));
-            for r in 0..n {
-                pass.record::<Avx2>(b, part, i + r, lab[r] as usize, dist[r]);
+            // Short batches read the zero row against centroid 0 (their lanes are not used).
+            let diffs: [__m256; 8] = std::array::from_fn(|r| {
+                diff_sq8(xp[r], pass.cents.as_ptr().add(lab[r] as usize * dim), dim)
+            });
+            let dv = reduce8(diffs);
+            if n == 8 && b.w.is_none() {
+                record8(pass, b, part, i, bi, &lab, dv);
+            } else {
+                let mut dist = [0.0f32; 8];
+                _mm256_storeu_ps(dist.as_mut_ptr(), dv);
+                for r in 0..n {
+                    pass.record::<Avx2>(b, part, i + r, lab[r] as usize, dist[r]);
+                }
             }
             i += 8;
+        }
+    }
+}
+
+/// [`Pass::record`] for a whole batch of eight unweighted rows from `i`, whose labels are
+/// `bi` (and `lab`) and distances `dv`: the label changes, labels, distances and inertia
+/// lanes eight at a time, the cluster sums row by row. The same operations in the same
+/// order per cluster and lane, so the same bits.
+///
+/// # Safety
+/// AVX2 must be enabled in the caller; rows `i..i + 8` exist in `b`.
+#[inline(always)]
+unsafe fn record8(
+    pass: &Pass,
+    b: &mut BlockRows,
+    part: &mut Partial,
+    i: usize,
+    bi: __m256i,
+    lab: &[u32; 8],
+    dv: __m256,
+) {
+    let dim = pass.dim;
+    unsafe {
+        let at = b.labels.as_mut_ptr().add(i) as *mut __m256i;
+        part.changed += if pass.first {
+            8
+        } else {
+            let same = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(
+                _mm256_loadu_si256(at),
+                bi,
+            )));
+            8 - same.count_ones() as u64
+        };
+        _mm256_storeu_si256(at, bi);
+        _mm256_storeu_ps(b.dists.as_mut_ptr().add(i), dv);
+        // Lane r of the inertia takes row r's distance (times a weight of 1, exact).
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(dv));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(dv));
+        let l = part.lanes.as_mut_ptr();
+        _mm256_storeu_pd(l, _mm256_add_pd(_mm256_loadu_pd(l), lo));
+        _mm256_storeu_pd(l.add(4), _mm256_add_pd(_mm256_loadu_pd(l.add(4)), hi));
+        if pass.update {
+            for (r, &j) in lab.iter().enumerate() {
+                let j = j as usize;
+                part.weights[j] += 1.0;
+                part.sub_rows[j] += 1;
+                let xr = &b.x[(i + r) * dim..(i + r + 1) * dim];
+                Avx2::scale_add(&mut part.sub[j * dim..(j + 1) * dim], xr, 1.0);
+            }
+            if (i + 8).is_multiple_of(super::SUB_ROWS) {
+                part.fold(dim);
+            }
         }
     }
 }
