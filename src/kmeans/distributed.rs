@@ -71,14 +71,13 @@ fn exact_floor(x: &[f32], dim: usize) -> Vec<f32> {
         .map(|&t| {
             // 2^E is the power of two above the largest magnitude: its exponent plus one
             // (subnormals count as the smallest exponent, which only lowers the floor).
+            // The floor is at least 2^-141, a subnormal f32 at worst, never zero.
             let biased = ((t.to_bits() >> 23) & 0xff).max(1) as i32;
             let floor = biased - 127 + 1 - 16;
             if floor >= -126 {
                 f32::from_bits(((floor + 127) as u32) << 23)
-            } else if floor >= -149 {
-                f32::from_bits(1 << (floor + 149))
             } else {
-                0.0
+                f32::from_bits(1 << (floor + 149))
             }
         })
         .collect()
@@ -358,20 +357,12 @@ impl Stats {
     /// [`ExactSum`] add per value. The rest (rare) go to the exact sums directly.
     fn add_unweighted(&mut self, x: &[f32]) {
         let dim = self.dim;
-        let floor = exact_floor(x, dim);
-        // With no floor (every value below 2^-133) only zeros take the integer sums.
-        let gate: Vec<f32> = floor
-            .iter()
-            .map(|&f| if f == 0.0 { f32::INFINITY } else { f })
-            .collect();
-        let unit: Vec<f64> = floor
+        let gate = exact_floor(x, dim);
+        let unit: Vec<f64> = gate
             .iter()
             .map(|&f| f as f64 / (1u64 << 23) as f64)
             .collect();
-        let inv: Vec<f64> = unit
-            .iter()
-            .map(|&u| if u == 0.0 { 0.0 } else { 1.0 / u })
-            .collect();
+        let inv: Vec<f64> = unit.iter().map(|&u| 1.0 / u).collect();
         let (mut sm, mut sq) = (vec![0i64; dim], vec![0u128; dim]);
         for row in x.chunks_exact(dim) {
             let mut outside = false;
@@ -679,21 +670,19 @@ fn near_for<'a, 'b>(
     };
     let dim = rows.dim().max(1);
     let seen = before.iter().map(|b| b.len() / dim).sum();
+    // The rows' keys, hashed again every pass: a state whose keys differ was left by other
+    // rows (a partition that Spark computed differently when it ran the pass again).
+    let mut near = Near::keyed(rows)?;
     let kept = match std::fs::read(state) {
-        Ok(b) => Near::with_state(rows, &b, seen),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Ok(b) => near.take_state(&b, seen),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(Error::input(state, e)),
     };
-    let near = match kept {
-        Some(near) => near,
-        None => {
-            let mut near = Near::keyed(rows)?;
-            for b in before {
-                near.lower(b)?;
-            }
-            near
+    if !kept {
+        for b in before {
+            near.lower(b)?;
         }
-    };
+    }
     Ok((near, new))
 }
 
@@ -1070,6 +1059,26 @@ mod tests {
             all.truncate(m);
             assert_eq!(got, all, "m = {m}");
         }
+    }
+
+    /// A state file left by other rows of the same count (a partition Spark computed
+    /// differently when it ran a pass again) is not taken: the share is what the rows give
+    /// with no state at all.
+    #[test]
+    fn a_state_left_by_other_rows_is_not_taken() {
+        let (a, b) = (rows(5_000, 3, 21), rows(5_000, 3, 22));
+        let dir = tempfile::tempdir().unwrap();
+        let (state, clean) = (dir.path().join("a.near"), dir.path().join("b.near"));
+        let first: Vec<f32> = a.row(0).to_vec();
+        let second: Vec<f32> = (1..9).flat_map(|i| a.row(i * 500).to_vec()).collect();
+        let key = super::super::round_key(3, 0);
+        round_share(&a, &state, std::slice::from_ref(&first), 20.0, key).unwrap();
+        let batches = [first, second];
+        let key = super::super::round_key(3, 1);
+        let got = round_share(&b, &state, &batches, 20.0, key).unwrap();
+        let want = round_share(&b, &clean, &batches, 20.0, key).unwrap();
+        assert_eq!(got, want);
+        assert!(!want.drawn.is_empty());
     }
 
     #[test]

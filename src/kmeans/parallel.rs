@@ -254,26 +254,26 @@ impl<'a> Near<'a> {
         out
     }
 
-    /// The state [`Near::state_bytes`] wrote, if it is that of `data` after `seen` candidates.
-    pub(super) fn with_state(data: &'a Dataset, b: &[u8], seen: usize) -> Option<Self> {
-        let n = data.rows();
+    /// Takes the distances and nearest candidates of the state [`Near::state_bytes`] wrote,
+    /// if it is that of these rows (the same keys, row by row) after `seen` candidates; says
+    /// whether it did. `self` must be fresh from [`Near::keyed`].
+    pub(super) fn take_state(&mut self, b: &[u8], seen: usize) -> bool {
+        let n = self.d2.len();
         let head = |i: usize| -> Option<usize> {
             let w: [u8; 8] = b.get(8 * i..8 * i + 8)?.try_into().ok()?;
             Some(u64::from_le_bytes(w) as usize)
         };
-        if head(0)? != n || head(1)? != seen || b.len() != 16 + 16 * n {
-            return None;
+        if head(0) != Some(n) || head(1) != Some(seen) || b.len() != 16 + 16 * n {
+            return false;
         }
         let body = &b[16..];
-        let mut near = Near::new(data);
-        bytemuck::cast_slice_mut(&mut near.d2).copy_from_slice(&body[..4 * n]);
-        bytemuck::cast_slice_mut(&mut near.idx).copy_from_slice(&body[4 * n..8 * n]);
-        bytemuck::cast_slice_mut(&mut near.key).copy_from_slice(&body[8 * n..]);
-        if data.is_weighted() {
-            near.w = (0..n).map(|i| data.weight(i)).collect();
+        if bytemuck::cast_slice::<u64, u8>(&self.key) != &body[8 * n..] {
+            return false;
         }
-        near.seen = seen;
-        Some(near)
+        bytemuck::cast_slice_mut(&mut self.d2).copy_from_slice(&body[..4 * n]);
+        bytemuck::cast_slice_mut(&mut self.idx).copy_from_slice(&body[4 * n..8 * n]);
+        self.seen = seen;
+        true
     }
 
     /// One pass: lowers every row's distance with the candidates `new`, numbered after those
