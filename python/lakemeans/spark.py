@@ -44,7 +44,8 @@ def _check_columns(df, cols: Sequence[str], weight: str | None):
 
 
 def _rows(batches, cols, weight):
-    """A partition's Arrow batches as native rows (None when it has no rows)."""
+    """A partition's Arrow batches (the features `cols`, then the weight if any, under
+    positional names) as native rows (None when it has no rows)."""
     import pyarrow as pa
 
     batches = [b for b in batches if b.num_rows]
@@ -53,20 +54,41 @@ def _rows(batches, cols, weight):
     t = pa.Table.from_batches(batches)
     w = None
     if weight:
-        w = t.column(weight).to_numpy(zero_copy_only=False).astype(np.float32)
+        w = t.column(len(cols)).to_numpy(zero_copy_only=False).astype(np.float32)
         if np.isnan(w).any():
             raise ValueError(f"weight column '{weight}' has a null or NaN")
-    return _native.rows_from_stream(t.select(list(cols)), w)
+    # The columns' own names again, for the messages about bad values.
+    return _native.rows_from_stream(t.select(list(range(len(cols)))).rename_columns(list(cols)), w)
 
 
-def _as_f32(df, cols: Sequence[str]):
-    """The feature columns, doubles cast to float by Spark: half the bytes to send to the
-    Python workers, and the same rounding (to nearest, ties to even) as the native reader."""
+def _column(name: str):
+    """The top-level column `name`, even when it holds a dot (a plain name would read `a.b`
+    as field b of a struct a)."""
     from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _positional(j: int) -> str:
+    """The name column j takes on its way to the Python workers: `mapInArrow` fails on
+    input columns whose names hold a dot."""
+    return f"_lakemeans_{j}"
+
+
+def _inputs(df, cols: Sequence[str], weight: str | None):
+    """The feature columns and the weight under positional names, doubles cast to float by
+    Spark: half the bytes to send to the Python workers, and the same rounding (to nearest,
+    ties to even) as the native reader."""
     from pyspark.sql.types import DoubleType
 
     types = {f.name: f.dataType for f in df.schema.fields}
-    return [F.col(c).cast("float").alias(c) if isinstance(types[c], DoubleType) else F.col(c) for c in cols]
+    out = [
+        (_column(c).cast("float") if isinstance(types[c], DoubleType) else _column(c)).alias(_positional(j))
+        for j, c in enumerate(cols)
+    ]
+    if weight:
+        out.append(_column(weight).alias(_positional(len(cols))))
+    return df.select(*out)
 
 
 _PARTS = "pid int, parts array<binary>, miss boolean"
@@ -274,7 +296,7 @@ class KMeans:
     def fit(self, df) -> "KMeansModel":
         cols, weight = self.inputCols, self.weightCol
         _check_columns(df, cols, weight)
-        passes = _Passes(df.select(*_as_f32(df, cols), *([weight] if weight else [])), cols, weight)
+        passes = _Passes(_inputs(df, cols, weight), cols, weight)
         try:
             return self._fit(passes)
         finally:
@@ -378,15 +400,19 @@ class KMeansModel:
 
         cols = self.inputCols
         _check_columns(df, cols, None)
-        # The model travels to the workers as its JSON.
+        # The model travels to the workers as its JSON; the columns go under positional names
+        # (see `_positional`) and get theirs back at the end.
         text, device = self._model.to_json(), self.device
+        names = df.columns
+        at = [names.index(c) for c in cols]
 
         def run(batches):
             model = _native.Model.from_json(text)
             for b in batches:
                 if not b.num_rows:
                     continue
-                rows = _native.rows_from_stream(pa.Table.from_batches([b]).select(cols))
+                feats = pa.Table.from_batches([b]).select(at).rename_columns(cols)
+                rows = _native.rows_from_stream(feats)
                 labels, dist, _ = _native.predict(model, rows, device)
                 yield pa.RecordBatch.from_arrays(
                     b.columns
@@ -398,10 +424,11 @@ class KMeansModel:
                 )
 
         schema = StructType(
-            df.schema.fields
+            [StructField(_positional(j), f.dataType, f.nullable) for j, f in enumerate(df.schema.fields)]
             + [StructField("cluster", IntegerType()), StructField("distance", FloatType())]
         )
-        return df.mapInArrow(run, schema)
+        positional = df.toDF(*[_positional(j) for j in range(len(names))])
+        return positional.mapInArrow(run, schema).toDF(*names, "cluster", "distance")
 
     def toLocal(self) -> _LocalKMeans:
         """The same model as a `lakemeans.KMeans`."""

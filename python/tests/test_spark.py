@@ -130,6 +130,18 @@ def test_bad_columns_fail_before_any_job(data, spark):
     sc.setJobGroup("other", "")
 
 
+def test_column_names_with_dots(data, spark):
+    """Names are taken as top-level columns, not as struct fields."""
+    X, _, cols, _ = data
+    names = ["a.b", "c.d.e", "f g", "h", "i", "j"]
+    df = spark.createDataFrame(pa.table({n: X[:2000, j] for j, n in enumerate(names)}).to_pandas())
+    model = KMeans(K, names, maxIter=5, seed=2, device="cpu").fit(df)
+    assert model.inputCols == names
+    got = model.transform(df).select("cluster").toPandas()["cluster"].to_numpy()
+    want = model.toLocal().predict(X[:2000].astype(np.float32))
+    assert np.array_equal(got, want)
+
+
 def test_a_pass_that_misses_the_row_files_reads_the_rows_again(data, monkeypatch):
     """Later passes read each partition's rows from a file on the worker's host; a task that
     finds none (another host, a lost executor) sends the pass back through Spark's rows, with
