@@ -62,8 +62,8 @@ def _rows(batches, cols, weight):
 
 
 def _column(name: str):
-    """The top-level column `name`, even when it holds a dot (a plain name would read `a.b`
-    as field b of a struct a)."""
+    """The top-level column `name`, even when it holds a dot or a backtick (a plain name
+    would read `a.b` as field b of a struct a)."""
     from pyspark.sql import functions as F
 
     return F.col("`" + name.replace("`", "``") + "`")
@@ -71,7 +71,7 @@ def _column(name: str):
 
 def _positional(j: int) -> str:
     """The name column j takes on its way to the Python workers: `mapInArrow` fails on
-    input columns whose names hold a dot."""
+    input columns whose names hold a dot or a backtick."""
     return f"_lakemeans_{j}"
 
 

@@ -130,10 +130,10 @@ def test_bad_columns_fail_before_any_job(data, spark):
     sc.setJobGroup("other", "")
 
 
-def test_column_names_with_dots(data, spark):
+def test_column_names_with_dots_and_backticks(data, spark):
     """Names are taken as top-level columns, not as struct fields."""
     X, _, cols, _ = data
-    names = ["a.b", "c.d.e", "f g", "h", "i", "j"]
+    names = ["a.b", "c.d.e", "f g", "h`i", "j", "k"]
     df = spark.createDataFrame(pa.table({n: X[:2000, j] for j, n in enumerate(names)}).to_pandas())
     model = KMeans(K, names, maxIter=5, seed=2, device="cpu").fit(df)
     assert model.inputCols == names
