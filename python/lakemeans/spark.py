@@ -117,8 +117,9 @@ def _row_file(fit_id: str, pid: int, make: bool = False) -> str:
 
 
 def _state_file(fit_id: str, pid: int) -> str:
-    """Where a partition keeps its rows' nearest k-means|| candidates between passes."""
-    return _row_file(fit_id, pid, make=True)[: -len(".rows")] + ".near"
+    """Where a partition keeps its rows' nearest k-means|| candidates between passes (beside
+    its row file, in the folder that file's pass made)."""
+    return _row_file(fit_id, pid)[: -len(".rows")] + ".near"
 
 
 class _Passes:
@@ -126,14 +127,16 @@ class _Passes:
 
     Only the first pass takes the rows through Spark (cached columns to Arrow, to the Python
     worker, to native rows): it leaves each partition's native rows in a file on the worker's
-    host. Later passes run over a DataFrame of one row per partition, and the task of
-    partition i reads partition i's file instead. Spark gives a task to whichever Python
+    host. Later passes run over a DataFrame of one row per partition that has rows, and task
+    j reads the file of the j-th of them instead. Spark gives a task to whichever Python
     worker is idle, so a file, which every worker of the host can read, keeps the rows where
     worker memory would not. When a task finds no file (a task on another host, a lost
     executor), the pass runs again over the rows, which writes the files again; from then on
     the DataFrame is cached, as MLlib caches its input. Every result is the same bits whichever
-    way a pass ran. The last pass removes each file once its task has read it; `close`
-    removes whatever is left (a fit that failed, or stopped before its last pass).
+    way a pass ran. On a single host (`local` masters), the last pass removes each file once
+    its task has read it; `close` removes whatever is left (a fit that failed, or stopped
+    before its last pass), and always on a cluster, where a rerun pass can leave copies on
+    other hosts.
     """
 
     def __init__(self, df, cols, weight):
@@ -144,6 +147,7 @@ class _Passes:
         self.live = None  # the partitions that have rows, known after the first pass
         self.cached = False
         self.removed = False  # whether the last pass removed every row file
+        self.one_host = self.spark.sparkContext.master.startswith("local")
 
     def run(self, compute, last=False):
         """`compute(rows, state)` (a list of bytes) of every partition that has rows, in
@@ -152,7 +156,7 @@ class _Passes:
         if self.live is not None:
             got = self._from_files(compute, last)
             if got is not None:
-                self.removed = last
+                self.removed = last and self.one_host
                 return got
             if not self.cached:
                 self.df = self.df.persist()
@@ -170,6 +174,7 @@ class _Passes:
             if rows is None:
                 yield _answer(pid, None)
                 return
+            path = _row_file(fit_id, pid, make=True)
             state = _state_file(fit_id, pid)
             if not keep:
                 yield _answer(pid, [bytes(b) for b in compute(rows, state)])
@@ -180,7 +185,7 @@ class _Passes:
 
             def save():
                 try:
-                    _native.save_rows(rows, _row_file(fit_id, pid, make=True))
+                    _native.save_rows(rows, path)
                 except BaseException as e:  # raised again on the task's thread
                     failed.append(e)
 
@@ -215,13 +220,14 @@ class _Passes:
             if rows is None:
                 yield _answer(pid, None, miss=True)
                 return
+            state = _state_file(fit_id, pid)
             if last:
-                os.remove(path)
                 try:
+                    os.remove(path)
                     os.rmdir(os.path.dirname(path))
                 except OSError:
-                    pass  # other partitions' files are still there
-            yield _answer(pid, [bytes(b) for b in compute(rows, _state_file(fit_id, pid))])
+                    pass  # another attempt removed it, or other partitions' files are there
+            yield _answer(pid, [bytes(b) for b in compute(rows, state)])
 
         n = len(live)
         if n == 0:
@@ -243,8 +249,9 @@ class _Passes:
             return iter(())
 
         try:
-            if not self.removed and self.partitions:
-                n = self.partitions
+            if not self.removed:
+                # A first pass that failed has not counted the partitions.
+                n = self.partitions or self.df.rdd.getNumPartitions()
                 self.spark.range(0, n, 1, n).mapInArrow(run, "id long").collect()
         finally:
             if self.cached:

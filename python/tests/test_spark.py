@@ -142,6 +142,30 @@ def test_column_names_with_dots_and_backticks(data, spark):
     assert np.array_equal(got, want)
 
 
+def leftovers():
+    """The folders fits left in Spark's files directory."""
+    import glob
+
+    from pyspark import SparkFiles
+
+    return glob.glob(os.path.join(SparkFiles.getRootDirectory(), "lakemeans-*"))
+
+
+def test_fits_leave_no_files_whether_they_end_or_fail(data, spark):
+    """A fit that ends removes its row and state files; so does one whose first pass fails
+    (a NaN weight, found by the tasks)."""
+    X, w, cols, df = data
+    before = set(leftovers())
+    KMeans(K, cols, maxIter=3, seed=1, device="cpu").fit(df.repartition(3))
+    KMeans(K, cols, maxIter=50, seed=1, device="cpu").fit(df)  # stops when nothing moves
+    w = w[:1000].copy()
+    w[500] = np.nan
+    bad = spark.createDataFrame(pa.table({"a": X[:1000, 0], "b": X[:1000, 1], "w": w}).to_pandas())
+    with pytest.raises(Exception, match="weight column 'w' has a null or NaN"):
+        KMeans(2, ["a", "b"], weightCol="w", device="cpu").fit(bad.repartition(2))
+    assert set(leftovers()) == before
+
+
 def test_a_pass_that_misses_the_row_files_reads_the_rows_again(data, monkeypatch):
     """Later passes read each partition's rows from a file on the worker's host; a task that
     finds none (another host, a lost executor) sends the pass back through Spark's rows, with

@@ -653,8 +653,6 @@ impl RoundShare {
     }
 }
 
-/// A round's result from every partition's share, in any order: the table's φ and the rows
-/// drawn, in the one order all splits agree on.
 /// A partition's k-means|| state, rebuilt for a pass: from the file at `state` when it
 /// accounts for every batch but the newest, or else by lowering those batches in order, as
 /// the passes before did, which gives the same bits. Returns it with the newest batch.
@@ -673,11 +671,8 @@ fn near_for<'a, 'b>(
     // The rows' keys, hashed again every pass: a state whose keys differ was left by other
     // rows (a partition that Spark computed differently when it ran the pass again).
     let mut near = Near::keyed(rows)?;
-    let kept = match std::fs::read(state) {
-        Ok(b) => near.take_state(&b, seen),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::input(state, e)),
-    };
+    // The state only saves work: one that cannot be read is rebuilt.
+    let kept = std::fs::read(state).is_ok_and(|b| near.take_state(&b, seen));
     if !kept {
         for b in before {
             near.lower(b)?;
@@ -700,7 +695,9 @@ pub fn round_share(
 ) -> Result<RoundShare> {
     let (mut near, new) = near_for(rows, state, batches)?;
     let share = near.round(new, l, round_key)?.pop();
-    write_atomically(state, |f| f.write_all(&near.state_bytes()))?;
+    // A state that cannot be written (a full disk) only costs the next pass a replay: the
+    // old file, if any, accounts for fewer candidates and is not taken.
+    let _ = write_atomically(state, |f| f.write_all(&near.state_bytes()));
     Ok(share.unwrap_or_else(|| RoundShare::new(ExactSum::default(), Vec::new())))
 }
 
@@ -722,10 +719,11 @@ pub fn merge_weight_shares(parts: &[Vec<u8>]) -> Result<Vec<f64>> {
     for p in parts {
         let mut b: &[u8] = p;
         let m = take_u64(&mut b)? as usize;
-        if m > b.len() {
+        // Every partition weighs the same candidates.
+        if m > b.len() || (!all.is_empty() && m != all.len()) {
             return Err(corrupt());
         }
-        all.resize(all.len().max(m), ExactSum::default());
+        all.resize(m, ExactSum::default());
         for s in all.iter_mut().take(m) {
             s.merge(&ExactSum::read(&mut b)?);
         }
@@ -733,6 +731,8 @@ pub fn merge_weight_shares(parts: &[Vec<u8>]) -> Result<Vec<f64>> {
     Ok(all.iter().map(ExactSum::value).collect())
 }
 
+/// A round's result from every partition's share, in any order: the table's φ and the rows
+/// drawn, in the one order all splits agree on.
 pub fn merge_round(shares: &[RoundShare], l: f64, round_key: u64) -> (f64, Vec<Keyed>) {
     let mut phi = ExactSum::default();
     shares.iter().for_each(|s| phi.merge(&s.phi));

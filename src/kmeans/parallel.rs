@@ -111,7 +111,7 @@ pub(super) struct Near<'a> {
     idx: Vec<u32>,
     /// Row weights (empty when unweighted).
     w: Vec<f32>,
-    /// Row value keys ([`row_key`]), hashed once in the first pass.
+    /// Row value keys ([`row_key`]), hashed in the first pass (on Spark, in every pass).
     key: Vec<u64>,
     /// Candidates the distances account for.
     seen: usize,
@@ -270,8 +270,13 @@ impl<'a> Near<'a> {
         if bytemuck::cast_slice::<u64, u8>(&self.key) != &body[8 * n..] {
             return false;
         }
+        let mut idx = vec![0u32; n];
+        bytemuck::cast_slice_mut(&mut idx).copy_from_slice(&body[4 * n..8 * n]);
+        if idx.iter().any(|&c| c as usize >= seen) {
+            return false;
+        }
+        self.idx = idx;
         bytemuck::cast_slice_mut(&mut self.d2).copy_from_slice(&body[..4 * n]);
-        bytemuck::cast_slice_mut(&mut self.idx).copy_from_slice(&body[4 * n..8 * n]);
         self.seen = seen;
         true
     }

@@ -218,7 +218,7 @@ mod x86 {
     /// Candidates scored together: their accumulators, the eight transposed features and a
     /// broadcast fit AVX2's sixteen registers. More candidates take more groups, each
     /// transposing the batch again from L1; keeping the transposed batch in memory instead,
-    /// for groups of up to 12, made the whole pass half as fast again (measured).
+    /// for groups of up to 12, made the whole pass about 20% slower (measured).
     const GROUP: usize = 6;
 
     /// [`super::score_block`] with whole batches of eight rows transposed; the rows after the
