@@ -166,6 +166,19 @@ impl Partial {
         }
     }
 
+    /// Adds row `xr` with weight `w` to cluster `j`'s weight and f32 run sums.
+    ///
+    /// # Safety
+    /// `V`'s instruction set must be enabled in the caller.
+    #[inline(always)]
+    unsafe fn add_row<V: Simd>(&mut self, j: usize, xr: &[f32], w: f32) {
+        let dim = xr.len();
+        self.weights[j] += w as f64;
+        self.sub_rows[j] += 1;
+        // SAFETY: as the function says.
+        unsafe { V::scale_add(&mut self.sub[j * dim..(j + 1) * dim], xr, w) };
+    }
+
     /// Folds the f32 sums of the clusters that took rows since the last fold into f64.
     fn fold(&mut self, dim: usize) {
         for (j, n) in self.sub_rows.iter_mut().enumerate() {
@@ -363,10 +376,8 @@ impl Pass {
         let w = b.w.map_or(1.0, |w| w[r]);
         part.lanes[r % 8] += w as f64 * d as f64;
         if self.update {
-            part.weights[j] += w as f64;
-            part.sub_rows[j] += 1;
             // SAFETY: as above.
-            unsafe { V::scale_add(&mut part.sub[j * dim..(j + 1) * dim], xr, w) };
+            unsafe { part.add_row::<V>(j, xr, w) };
             if (r + 1).is_multiple_of(SUB_ROWS) {
                 part.fold(dim);
             }

@@ -18,7 +18,6 @@
 
 use std::arch::x86_64::*;
 
-use super::Simd;
 use super::x86::{Avx2, diff_sq8};
 use super::{BlockRows, Partial, Pass};
 
@@ -211,11 +210,7 @@ unsafe fn record8(
         _mm256_storeu_pd(l.add(4), _mm256_add_pd(_mm256_loadu_pd(l.add(4)), hi));
         if pass.update {
             for (r, &j) in lab.iter().enumerate() {
-                let j = j as usize;
-                part.weights[j] += 1.0;
-                part.sub_rows[j] += 1;
-                let xr = &b.x[(i + r) * dim..(i + r + 1) * dim];
-                Avx2::scale_add(&mut part.sub[j * dim..(j + 1) * dim], xr, 1.0);
+                part.add_row::<Avx2>(j as usize, &b.x[(i + r) * dim..(i + r + 1) * dim], 1.0);
             }
             if (i + 8).is_multiple_of(super::SUB_ROWS) {
                 part.fold(dim);
