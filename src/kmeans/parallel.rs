@@ -242,36 +242,42 @@ impl<'a> Near<'a> {
         Ok(sums)
     }
 
-    /// The per-row state as bytes (distances, nearest candidates, keys), for a partition's
-    /// next pass.
+    /// One number for the rows' keys in order: whether a state is that of these rows.
+    fn keys_digest(&self) -> u64 {
+        self.key.iter().fold(0, |h, &k| splitmix(h ^ k))
+    }
+
+    /// The per-row state as bytes (distances and nearest candidates, after the row count, the
+    /// candidates seen and the keys' digest), for a partition's next pass.
     pub(super) fn state_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + 16 * self.d2.len());
+        let mut out = Vec::with_capacity(24 + 8 * self.d2.len());
         out.extend_from_slice(&(self.d2.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.seen as u64).to_le_bytes());
+        out.extend_from_slice(&self.keys_digest().to_le_bytes());
         out.extend_from_slice(bytemuck::cast_slice(&self.d2));
         out.extend_from_slice(bytemuck::cast_slice(&self.idx));
-        out.extend_from_slice(bytemuck::cast_slice(&self.key));
         out
     }
 
     /// Takes the distances and nearest candidates of the state [`Near::state_bytes`] wrote,
-    /// if it is that of these rows (the same keys, row by row) after `seen` candidates; says
-    /// whether it did. `self` must be fresh from [`Near::keyed`].
+    /// if it is that of these rows (the same keys in the same order) after `seen`
+    /// candidates; says whether it did. `self` must be fresh from [`Near::keyed`].
     pub(super) fn take_state(&mut self, b: &[u8], seen: usize) -> bool {
         let n = self.d2.len();
-        let head = |i: usize| -> Option<usize> {
+        let head = |i: usize| -> Option<u64> {
             let w: [u8; 8] = b.get(8 * i..8 * i + 8)?.try_into().ok()?;
-            Some(u64::from_le_bytes(w) as usize)
+            Some(u64::from_le_bytes(w))
         };
-        if head(0) != Some(n) || head(1) != Some(seen) || b.len() != 16 + 16 * n {
+        if head(0) != Some(n as u64)
+            || head(1) != Some(seen as u64)
+            || head(2) != Some(self.keys_digest())
+            || b.len() != 24 + 8 * n
+        {
             return false;
         }
-        let body = &b[16..];
-        if bytemuck::cast_slice::<u64, u8>(&self.key) != &body[8 * n..] {
-            return false;
-        }
+        let body = &b[24..];
         let mut idx = vec![0u32; n];
-        bytemuck::cast_slice_mut(&mut idx).copy_from_slice(&body[4 * n..8 * n]);
+        bytemuck::cast_slice_mut(&mut idx).copy_from_slice(&body[4 * n..]);
         if idx.iter().any(|&c| c as usize >= seen) {
             return false;
         }
