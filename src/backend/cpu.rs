@@ -149,10 +149,14 @@ pub struct Partial {
     sub_rows: Vec<u32>,
     /// The block's weighted squared distances, row r into lane r mod 8.
     lanes: [f64; 8],
+    /// Whether every row weighs 1: then the f32 sums are plain adds (x · 1 is x) and the
+    /// weights are the counts, added at each fold (sums of ones in f64 are exact, so the bits
+    /// are those of adding them row by row).
+    unit: bool,
 }
 
 impl Partial {
-    fn zero(k: usize, dim: usize, update: bool) -> Partial {
+    fn zero(k: usize, dim: usize, update: bool, unit: bool) -> Partial {
         let k = if update { k } else { 0 };
         Partial {
             sums: vec![0.0; k * dim],
@@ -163,6 +167,7 @@ impl Partial {
             sub: vec![0.0; k * dim],
             sub_rows: vec![0; k],
             lanes: [0.0; 8],
+            unit,
         }
     }
 
@@ -173,8 +178,13 @@ impl Partial {
     #[inline(always)]
     unsafe fn add_row<V: Simd>(&mut self, j: usize, xr: &[f32], w: f32) {
         let dim = xr.len();
-        self.weights[j] += w as f64;
         self.sub_rows[j] += 1;
+        let w = if self.unit {
+            None
+        } else {
+            self.weights[j] += w as f64;
+            Some(w)
+        };
         // SAFETY: as the function says.
         unsafe { V::scale_add(&mut self.sub[j * dim..(j + 1) * dim], xr, w) };
     }
@@ -186,6 +196,9 @@ impl Partial {
                 continue;
             }
             self.counts[j] += *n as u64;
+            if self.unit {
+                self.weights[j] += *n as f64;
+            }
             *n = 0;
             let sub = &mut self.sub[j * dim..(j + 1) * dim];
             for (a, b) in self.sums[j * dim..(j + 1) * dim].iter_mut().zip(sub) {
@@ -411,7 +424,7 @@ fn block_portable(pass: &Pass, b: BlockRows) -> Partial {
 /// `V`'s instruction set must be enabled in the caller.
 #[inline(always)]
 unsafe fn block_body<V: Simd>(pass: &Pass, mut b: BlockRows) -> Partial {
-    let mut part = Partial::zero(pass.k, pass.dim, pass.update);
+    let mut part = Partial::zero(pass.k, pass.dim, pass.update, b.w.is_none());
     // SAFETY: the caller runs with `V`'s instruction set.
     unsafe {
         match &pass.kernel {
@@ -426,11 +439,20 @@ unsafe fn block_body<V: Simd>(pass: &Pass, mut b: BlockRows) -> Partial {
 }
 
 /// `s += w · x`, element by element, a product and a sum (no fused multiply-add), so every
-/// instruction set and kernel gives the same bits.
+/// instruction set and kernel gives the same bits; `s += x` without a weight.
 #[inline(always)]
-fn scale_add(s: &mut [f32], x: &[f32], w: f32) {
-    for (a, &v) in s.iter_mut().zip(x) {
-        *a += w * v;
+fn scale_add(s: &mut [f32], x: &[f32], w: Option<f32>) {
+    match w {
+        Some(w) => {
+            for (a, &v) in s.iter_mut().zip(x) {
+                *a += w * v;
+            }
+        }
+        None => {
+            for (a, &v) in s.iter_mut().zip(x) {
+                *a += v;
+            }
+        }
     }
 }
 
@@ -479,7 +501,7 @@ trait Simd: Copy {
     }
     /// [`scale_add`]: the same bits on every instruction set.
     #[inline(always)]
-    unsafe fn scale_add(s: &mut [f32], x: &[f32], w: f32) {
+    unsafe fn scale_add(s: &mut [f32], x: &[f32], w: Option<f32>) {
         scale_add(s, x, w)
     }
     /// [`lanes`] at `cols.len() / dim` lanes, with this set's rows per tile (about eight
@@ -697,24 +719,33 @@ mod x86 {
     /// # Safety
     /// AVX2 must be enabled in the caller; `s` and `x` must be valid for `dim` values.
     #[inline(always)]
-    unsafe fn scale_add8(s: *mut f32, x: *const f32, w: f32, dim: usize) {
+    unsafe fn scale_add8(s: *mut f32, x: *const f32, w: Option<f32>, dim: usize) {
         let full = dim / 8;
         unsafe {
-            let wv = _mm256_set1_ps(w);
+            let term = |xv: __m256| match w {
+                Some(w) => _mm256_mul_ps(_mm256_set1_ps(w), xv),
+                None => xv,
+            };
             for q in 0..full {
                 let (sp, xv) = (s.add(8 * q), _mm256_loadu_ps(x.add(8 * q)));
-                _mm256_storeu_ps(
-                    sp,
-                    _mm256_add_ps(_mm256_loadu_ps(sp), _mm256_mul_ps(wv, xv)),
-                );
+                _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), term(xv)));
             }
             if !dim.is_multiple_of(8) {
                 let m = tail_mask(dim % 8);
                 let (sp, xv) = (s.add(8 * full), _mm256_maskload_ps(x.add(8 * full), m));
-                let v = _mm256_add_ps(_mm256_maskload_ps(sp, m), _mm256_mul_ps(wv, xv));
+                let v = _mm256_add_ps(_mm256_maskload_ps(sp, m), term(xv));
                 _mm256_maskstore_ps(sp, m, v);
             }
         }
+    }
+
+    /// `s += x` for `dim` values: [`scale_add8`] without a weight.
+    ///
+    /// # Safety
+    /// AVX2 must be enabled in the caller; `s` and `x` must be valid for `dim` values.
+    #[inline(always)]
+    pub(super) unsafe fn add8(s: *mut f32, x: *const f32, dim: usize) {
+        unsafe { scale_add8(s, x, None, dim) }
     }
 
     /// [`Simd::dist`] on AVX2 and AVX-512 alike.
@@ -768,7 +799,7 @@ mod x86 {
             unsafe { dist8(a, b) }
         }
         #[inline(always)]
-        unsafe fn scale_add(s: &mut [f32], x: &[f32], w: f32) {
+        unsafe fn scale_add(s: &mut [f32], x: &[f32], w: Option<f32>) {
             assert_eq!(s.len(), x.len());
             unsafe { scale_add8(s.as_mut_ptr(), x.as_ptr(), w, x.len()) }
         }
@@ -826,7 +857,7 @@ mod x86 {
             unsafe { dist8(a, b) }
         }
         #[inline(always)]
-        unsafe fn scale_add(s: &mut [f32], x: &[f32], w: f32) {
+        unsafe fn scale_add(s: &mut [f32], x: &[f32], w: Option<f32>) {
             assert_eq!(s.len(), x.len());
             unsafe { scale_add8(s.as_mut_ptr(), x.as_ptr(), w, x.len()) }
         }
@@ -1231,7 +1262,7 @@ impl Backend for CpuBackend<'_> {
             self.assigned = false;
         }
         let pass = Pass::new(centroids, k, dim, !self.assigned, update);
-        let mut total = Partial::zero(k, dim, update);
+        let mut total = Partial::zero(k, dim, update, false);
         let (labels, distances) = (&mut self.labels, &mut self.distances);
         // Blocks are fixed row ranges inside each slab; their partials are added in block
         // order, so neither threads nor where the slab came from change a bit of the result.

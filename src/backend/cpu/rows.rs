@@ -66,7 +66,7 @@ impl Cols {
 /// The CPU must support AVX2 and FMA; `pass.dim <= MAX_DIM` and `pass.k <= MAX_K`.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn block(pass: &Pass, cols: &Cols, mut b: BlockRows) -> Partial {
-    let mut part = Partial::zero(pass.k, pass.dim, pass.update);
+    let mut part = Partial::zero(pass.k, pass.dim, pass.update, b.w.is_none());
     // SAFETY: compiled for AVX2 and FMA; the caller keeps the shape within the limits.
     unsafe {
         match cols.group {
@@ -209,8 +209,13 @@ unsafe fn record8(
         _mm256_storeu_pd(l, _mm256_add_pd(_mm256_loadu_pd(l), lo));
         _mm256_storeu_pd(l.add(4), _mm256_add_pd(_mm256_loadu_pd(l.add(4)), hi));
         if pass.update {
+            assert!(part.unit && part.sub.len() == pass.k * dim && part.sub_rows.len() == pass.k);
+            let (sub, counts) = (part.sub.as_mut_ptr(), part.sub_rows.as_mut_ptr());
+            let x = b.x[i * dim..(i + 8) * dim].as_ptr();
             for (r, &j) in lab.iter().enumerate() {
-                part.add_row::<Avx2>(j as usize, &b.x[(i + r) * dim..(i + r + 1) * dim], 1.0);
+                let j = (j as usize).min(pass.k - 1);
+                *counts.add(j) += 1;
+                super::x86::add8(sub.add(j * dim), x.add(r * dim), dim);
             }
             if (i + 8).is_multiple_of(super::SUB_ROWS) {
                 part.fold(dim);
