@@ -722,20 +722,29 @@ mod x86 {
     unsafe fn scale_add8(s: *mut f32, x: *const f32, w: Option<f32>, dim: usize) {
         let full = dim / 8;
         unsafe {
-            let term = |xv: __m256| match w {
-                Some(w) => _mm256_mul_ps(_mm256_set1_ps(w), xv),
-                None => xv,
-            };
             for q in 0..full {
                 let (sp, xv) = (s.add(8 * q), _mm256_loadu_ps(x.add(8 * q)));
-                _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), term(xv)));
+                _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), weighted(xv, w)));
             }
             if !dim.is_multiple_of(8) {
                 let m = tail_mask(dim % 8);
                 let (sp, xv) = (s.add(8 * full), _mm256_maskload_ps(x.add(8 * full), m));
-                let v = _mm256_add_ps(_mm256_maskload_ps(sp, m), term(xv));
+                let v = _mm256_add_ps(_mm256_maskload_ps(sp, m), weighted(xv, w));
                 _mm256_maskstore_ps(sp, m, v);
             }
+        }
+    }
+
+    /// `w · x`, or `x` without a weight. A function, not a closure: an intrinsic in a closure
+    /// kept out of line is built without AVX2 and becomes a call.
+    ///
+    /// # Safety
+    /// AVX must be enabled in the caller.
+    #[inline(always)]
+    unsafe fn weighted(xv: __m256, w: Option<f32>) -> __m256 {
+        match w {
+            Some(w) => unsafe { _mm256_mul_ps(_mm256_set1_ps(w), xv) },
+            None => xv,
         }
     }
 
