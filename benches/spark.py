@@ -7,7 +7,8 @@ Both fits read the same Parquet table on local[2], start from k-means|| with the
 of rounds, run the given number of Lloyd iterations with tol 0, and are timed from the read
 to the fitted model (MLlib's time includes its VectorAssembler). Before either, an untimed job
 sums every feature column, so the JVM's first Parquet scan is paid by neither fit (whichever
-ran first used to pay for it alone). Each prints its seconds and its training cost (inertia). `--passes` also prints the seconds of each lakemeans pass (a
+ran first used to pay for it alone). Each prints its seconds and its training cost
+(inertia). `--passes` also prints the seconds of each lakemeans pass (a
 Spark job), as the driver sees them: whether it read the rows through Spark or the row files.
 """
 

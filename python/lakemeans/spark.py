@@ -58,7 +58,8 @@ def _rows(batches, cols, weight):
         if np.isnan(w).any():
             raise ValueError(f"weight column '{weight}' has a null or NaN")
     # The columns' own names again, for the messages about bad values.
-    return _native.rows_from_stream(t.select(list(range(len(cols)))).rename_columns(list(cols)), w)
+    feats = t.select(list(range(len(cols)))).rename_columns(list(cols))
+    return _native.rows_from_stream(feats, w)
 
 
 def _column(name: str):
@@ -82,10 +83,10 @@ def _inputs(df, cols: Sequence[str], weight: str | None):
     from pyspark.sql.types import DoubleType
 
     types = {f.name: f.dataType for f in df.schema.fields}
-    out = [
-        (_column(c).cast("float") if isinstance(types[c], DoubleType) else _column(c)).alias(_positional(j))
-        for j, c in enumerate(cols)
-    ]
+    out = []
+    for j, c in enumerate(cols):
+        col = _column(c).cast("float") if isinstance(types[c], DoubleType) else _column(c)
+        out.append(col.alias(_positional(j)))
     if weight:
         out.append(_column(weight).alias(_positional(len(cols))))
     return df.select(*out)
@@ -337,7 +338,9 @@ class KMeans:
 
         iterations, tol, cost = 0, self.tol * tol_unit, None
         for _ in range(self.maxIter):
-            parts = passes.run(lambda r, _, c=centroids: [_native.partials(r, scaler, c, k, device)])
+            parts = passes.run(
+                lambda r, _, c=centroids: [_native.partials(r, scaler, c, k, device)]
+            )
             moved, shift, cost, _, _ = _native.lloyd_update(centroids, [p[0] for p in parts])
             iterations += 1
             if bytes(moved) == centroids:
@@ -431,7 +434,10 @@ class KMeansModel:
                 )
 
         schema = StructType(
-            [StructField(_positional(j), f.dataType, f.nullable) for j, f in enumerate(df.schema.fields)]
+            [
+                StructField(_positional(j), f.dataType, f.nullable)
+                for j, f in enumerate(df.schema.fields)
+            ]
             + [StructField("cluster", IntegerType()), StructField("distance", FloatType())]
         )
         positional = df.toDF(*[_positional(j) for j in range(len(names))])

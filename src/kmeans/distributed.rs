@@ -83,6 +83,12 @@ fn exact_floor(x: &[f32], dim: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Whether `v` is one of the values that [`exact_floor`]'s `floor` lets a plain sum hold.
+#[inline]
+fn within(v: f32, floor: f32) -> bool {
+    v.abs() >= floor || v == 0.0
+}
+
 /// One Lloyd step over some rows: per-cluster weighted sums, weights and counts, and the
 /// weighted inertia.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,13 +181,13 @@ impl Partials {
                         let row = &x[r as usize * dim..(r as usize + 1) * dim];
                         let mut outside = false;
                         for ((a, &v), &f) in acc.iter_mut().zip(row).zip(&floor) {
-                            let fits = v.abs() >= f || v == 0.0;
+                            let fits = within(v, f);
                             *a += if fits { v as f64 } else { 0.0 };
                             outside |= !fits;
                         }
                         if outside {
                             for ((s, &v), &f) in sums.iter_mut().zip(row).zip(&floor) {
-                                if !(v.abs() >= f || v == 0.0) {
+                                if !within(v, f) {
                                     s.add(v as f64);
                                 }
                             }
@@ -368,7 +374,7 @@ impl Stats {
             let mut outside = false;
             for j in 0..dim {
                 let v = row[j];
-                let fits = v.abs() >= gate[j] || v == 0.0;
+                let fits = within(v, gate[j]);
                 let m = if fits { (v as f64 * inv[j]) as i64 } else { 0 };
                 sm[j] += m;
                 sq[j] += (m as i128 * m as i128) as u128;
@@ -378,7 +384,7 @@ impl Stats {
             }
             if outside {
                 for (j, &v) in row.iter().enumerate() {
-                    if !(v.abs() >= gate[j] || v == 0.0) {
+                    if !within(v, gate[j]) {
                         self.x[j].add(v as f64);
                         self.x2[j].add(v as f64 * v as f64);
                     }

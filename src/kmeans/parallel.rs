@@ -120,9 +120,6 @@ pub(super) struct Near<'a> {
 impl ParallelPasses for Near<'_> {
     fn spare(&mut self, m: usize, seed: u64) -> Result<Vec<f32>> {
         let dim = self.data.dim();
-        if self.data.is_weighted() {
-            self.w = vec![0.0; self.data.rows()];
-        }
         let mut all = Vec::new();
         let (key, w) = (&mut self.key, &mut self.w);
         self.data.scan(&mut |start, slab| {
@@ -173,14 +170,19 @@ impl ParallelPasses for Near<'_> {
 }
 
 impl<'a> Near<'a> {
-    /// No candidate yet: every row infinitely far.
+    /// No candidate yet: every row infinitely far. Keys and weights are filled by the first
+    /// pass ([`ParallelPasses::spare`] or [`Near::keyed`]).
     fn new(data: &'a dyn Rows) -> Self {
         let n = data.rows();
         Near {
             data,
             d2: vec![f32::INFINITY; n],
             idx: vec![0; n],
-            w: Vec::new(),
+            w: if data.is_weighted() {
+                vec![0.0; n]
+            } else {
+                Vec::new()
+            },
             key: vec![0; n],
             seen: 0,
         }
@@ -191,9 +193,6 @@ impl<'a> Near<'a> {
     pub(super) fn keyed(data: &'a Dataset) -> Result<Self> {
         let dim = data.dim();
         let mut near = Near::new(data);
-        if data.is_weighted() {
-            near.w = vec![0.0; data.rows()];
-        }
         let (key, w) = (&mut near.key, &mut near.w);
         data.scan(&mut |start, slab| {
             Self::take(key, w, dim, start, slab);

@@ -214,6 +214,8 @@ unsafe fn record8(
         _mm256_storeu_pd(l.add(4), _mm256_add_pd(_mm256_loadu_pd(l.add(4)), hi));
         if pass.update {
             assert!(part.unit && part.sub.len() == pass.k * dim && part.sub_rows.len() == pass.k);
+            // `Partial::add_row` for unweighted rows, by pointer and checked once per batch:
+            // calling it per row measured 3-5% slower at 5M x 16, k = 10 and 5M x 8, k = 8.
             let (sub, counts) = (part.sub.as_mut_ptr(), part.sub_rows.as_mut_ptr());
             let x = b.x[i * dim..(i + 8) * dim].as_ptr();
             for (r, &j) in lab.iter().enumerate() {
